@@ -1,0 +1,174 @@
+// Command vfa is the software FlashArray: one binary that creates an array
+// (vfa init), runs it (vfa run), and carries the helper tools.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"vfa/array"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "vfa:", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "vfa",
+		Short:         "vfa is a software FlashArray",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newInit(), newRun())
+	return root
+}
+
+type initFlags struct {
+	name               string
+	ssds               int
+	ssdSize, nvramSize string
+	auSize             string
+}
+
+func (f *initFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.name, "name", "", "array name (default: vfa-<random>)")
+	cmd.Flags().IntVar(&f.ssds, "ssds", 8, "number of virtual SSDs (6-24)")
+	cmd.Flags().StringVar(&f.ssdSize, "ssd-size", "4G", "size of each SSD (sparse file)")
+	cmd.Flags().StringVar(&f.nvramSize, "nvram-size", "256M", "size of the NVRAM device")
+	cmd.Flags().StringVar(&f.auSize, "au-size", "1M", "allocation unit size")
+}
+
+func (f *initFlags) options() (array.InitOptions, error) {
+	o := array.InitOptions{Name: f.name, SSDs: f.ssds}
+	if f.ssds < 6 || f.ssds > 24 {
+		return o, fmt.Errorf("--ssds %d: allowed 6 to 24", f.ssds)
+	}
+	var err error
+	if o.SSDSize, err = parseBytes("--ssd-size", f.ssdSize); err != nil {
+		return o, err
+	}
+	if o.NVRAMSize, err = parseBytes("--nvram-size", f.nvramSize); err != nil {
+		return o, err
+	}
+	au, err := parseBytes("--au-size", f.auSize)
+	if err != nil {
+		return o, err
+	}
+	o.AUSize = int(au)
+	return o, nil
+}
+
+// parseBytes reads a size where a bare number means bytes.
+func parseBytes(flag, s string) (int64, error) {
+	if s != "" && s[len(s)-1] >= '0' && s[len(s)-1] <= '9' {
+		s += "S"
+		n, err := array.ParseSize(s)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %v", flag, err)
+		}
+		return n / 512, nil
+	}
+	n, err := array.ParseSize(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v", flag, err)
+	}
+	return n, nil
+}
+
+func newInit() *cobra.Command {
+	var dir string
+	var f initFlags
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "create a new array in a data directory",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o, err := f.options()
+			if err != nil {
+				return err
+			}
+			cfg, err := array.Init(nil, dir, o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created array %s (id %s) in %s: %d SSDs of %s, NVRAM %s\n",
+				cfg.Name, cfg.ID, dir, cfg.SSDs, array.FormatSize(o.SSDSize), array.FormatSize(o.NVRAMSize))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "./vfa-data", "data directory")
+	f.add(cmd)
+	return cmd
+}
+
+func newRun() *cobra.Command {
+	var dir, logLevel string
+	var keyRotation time.Duration
+	var f initFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "run the array (creating it with defaults when the directory has none)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: %v", logLevel, err)
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			out := cmd.OutOrStdout()
+			if !array.Exists(nil, dir) {
+				o, err := f.options()
+				if err != nil {
+					return err
+				}
+				cfg, err := array.Init(nil, dir, o)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "created array %s (id %s) in %s\n", cfg.Name, cfg.ID, dir)
+			}
+			t0 := time.Now()
+			a, err := array.Open(array.Options{Dir: dir, Logger: logger, KeyRotation: keyRotation})
+			if err != nil {
+				return err
+			}
+			cfg := a.Config()
+			fmt.Fprintf(out, "array %s (id %s) booted in %v\n", cfg.Name, cfg.ID, time.Since(t0).Round(time.Millisecond))
+			if locked, why := a.Locked(); locked {
+				fmt.Fprintf(out, "array is LOCKED: %s\n", why)
+			} else {
+				fmt.Fprintf(out, "array is unlocked\n")
+			}
+			for _, al := range a.Alerts(false) {
+				fmt.Fprintf(out, "alert: %s %s: %s\n", al.Severity, al.Component, al.Message)
+			}
+			fmt.Fprintf(out, "target %s\n", a.TargetName())
+			fmt.Fprintf(out, "%d volumes\n", len(a.Volumes()))
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			<-ctx.Done()
+			fmt.Fprintln(out, "shutting down")
+			if err := a.Close(); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "./vfa-data", "data directory")
+	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	cmd.Flags().DurationVar(&keyRotation, "key-rotation", 24*time.Hour, "array key rotation interval")
+	f.add(cmd)
+	return cmd
+}
