@@ -305,6 +305,21 @@ func (fb *flushBatch) commit() error {
 	return nil
 }
 
+// writeAndCommit writes the batch's segment rows, then commits its metadata;
+// on failure nothing of it is visible and the open segment is abandoned.
+func (fb *flushBatch) writeAndCommit() error {
+	fb.pk.finish()
+	if err := fb.pk.write(fb.s.ctx); err != nil {
+		fb.pk.abort()
+		return err
+	}
+	if err := fb.commit(); err != nil {
+		fb.pk.abort()
+		return err
+	}
+	return nil
+}
+
 func (fb *flushBatch) live(seg uint64, bytes, blocks int64) {
 	d := fb.segLive[seg]
 	d[0] += bytes
@@ -415,10 +430,9 @@ func (s *Store) runJobs() {
 		fb := s.newFlushBatch()
 		err := j.fn(fb)
 		if err == nil {
-			fb.pk.finish()
-			if err = fb.pk.write(s.ctx); err == nil {
-				err = fb.commit()
-			}
+			err = fb.writeAndCommit()
+		} else {
+			fb.pk.abort()
 		}
 		j.done <- err
 	}
@@ -568,14 +582,11 @@ func (s *Store) flushOnce() (bool, error) {
 	}
 	for i := 0; i < len(touched); i += flushChunkBlocks {
 		if err := s.flushChunk(fb, touched[i:min(i+flushChunkBlocks, len(touched))], maxSeq); err != nil {
+			fb.pk.abort()
 			return false, err
 		}
 	}
-	fb.pk.finish()
-	if err := fb.pk.write(s.ctx); err != nil {
-		return false, err
-	}
-	if err := fb.commit(); err != nil {
+	if err := fb.writeAndCommit(); err != nil {
 		return false, err
 	}
 	if err := s.log.Release(pos); err != nil {

@@ -62,6 +62,7 @@ func (s *Store) gcOnce(urgent bool) error {
 		}
 		n, err := s.relocate(fb, id)
 		if err != nil {
+			fb.pk.abort()
 			return fmt.Errorf("gc segment %d: %w", id, err)
 		}
 		moved += n
@@ -70,11 +71,7 @@ func (s *Store) gcOnce(urgent bool) error {
 	if len(fb.freed) == 0 {
 		return nil
 	}
-	fb.pk.finish()
-	if err := fb.pk.write(s.ctx); err != nil {
-		return err
-	}
-	if err := fb.commit(); err != nil {
+	if err := fb.writeAndCommit(); err != nil {
 		return err
 	}
 	s.gcStats.segments.Add(uint64(len(fb.freed)))

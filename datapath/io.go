@@ -96,7 +96,8 @@ func (v *Volume) append(ctx context.Context, op uint8, payload []byte, sector, n
 	case opWriteSame:
 		need = int64(min(n*SectorSize, BlockSize*2))
 	}
-	if !s.seg.admit(need) {
+	// Unmaps free space: they are always admitted.
+	if op != opUnmap && !s.seg.admit(need) {
 		return ErrNoSpace
 	}
 	if !held {

@@ -36,7 +36,7 @@ type segAlloc struct {
 	// takes it exclusively so no read can land in a reused AU.
 	gate sync.RWMutex
 
-	open *openSeg // flusher only
+	open *openSeg // changed by the flusher under mu
 }
 
 type openSeg struct {
@@ -94,8 +94,8 @@ func loadSegments(s *Store) (*segAlloc, error) {
 // auOf maps a segment id to its AU.
 func (sa *segAlloc) auOf(id uint64) (int, bool) {
 	sa.mu.RLock()
+	defer sa.mu.RUnlock()
 	r, ok := sa.segs[id]
-	sa.mu.RUnlock()
 	if !ok {
 		return 0, false
 	}
@@ -169,7 +169,7 @@ func (p *packer) place(n int) (uint64, uint32, []byte, error) {
 				if err != nil {
 					return 0, 0, nil, err
 				}
-				sa.open = o
+				sa.setOpen(o)
 			}
 			p.cur = &segWrite{id: sa.open.id, rec: sa.open.rec, firstRow: int(sa.open.rec.rows)}
 			p.writes = append(p.writes, p.cur)
@@ -181,7 +181,7 @@ func (p *packer) place(n int) (uint64, uint32, []byte, error) {
 			return p.cur.id, uint32(off), p.cur.buf[off-base : off-base+n], nil
 		}
 		// This segment is full: the next block goes to a new one.
-		sa.open = nil
+		sa.setOpen(nil)
 		p.cur = nil
 	}
 }
@@ -220,6 +220,34 @@ func (p *packer) write(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// abort undoes the allocations of a flush that failed before its commit:
+// segments it opened go back to the free list (their ids stay used), and
+// the open segment is dropped, since rows it attempted must not be
+// written again.
+func (p *packer) abort() {
+	sa := p.sa
+	sa.mu.Lock()
+	for _, w := range p.writes {
+		if w.firstRow == 0 && w.rec.rows == 0 {
+			if _, ok := sa.segs[w.id]; ok {
+				delete(sa.segs, w.id)
+				sa.free = append(sa.free, w.rec.au)
+			}
+		}
+	}
+	sa.open = nil
+	sa.mu.Unlock()
+	p.writes, p.cur = nil, nil
+}
+
+// setOpen changes the open segment (flusher only; readers of free space
+// look at it under mu).
+func (sa *segAlloc) setOpen(o *openSeg) {
+	sa.mu.Lock()
+	sa.open = o
+	sa.mu.Unlock()
 }
 
 // release moves the AU of a segment freed by GC to quarantine (flusher

@@ -199,7 +199,25 @@ func Create(o Options, c CreateOptions) error {
 		db.Close()
 		return err
 	}
-	return db.Close()
+	if err := db.Close(); err != nil {
+		return err
+	}
+	// Make the new files' directory entries durable, bottom up.
+	for _, d := range []string{filepath.Join(o.Dir, "ssd"), filepath.Join(o.Dir, "nvram"), o.Dir, filepath.Dir(filepath.Clean(o.Dir))} {
+		if err := syncDir(fs, d); err != nil {
+			return fmt.Errorf("sync %s: %w", d, err)
+		}
+	}
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func createNVRAM(fs vfs.FS, path string, sb *devsb.Superblock) error {
@@ -208,8 +226,13 @@ func createNVRAM(fs vfs.FS, path string, sb *devsb.Superblock) error {
 		return fmt.Errorf("create nvram0: %w", err)
 	}
 	defer f.Close()
-	if _, err := f.WriteAt([]byte{0}, sb.Capacity-1); err != nil {
-		return fmt.Errorf("create nvram0: %w", err)
+	// Write the whole device once so that log appends overwrite allocated
+	// blocks and fdatasync has no allocation metadata to commit.
+	zero := make([]byte, 1<<20)
+	for off := int64(0); off < sb.Capacity; off += int64(len(zero)) {
+		if _, err := f.WriteAt(zero[:min(int64(len(zero)), sb.Capacity-off)], off); err != nil {
+			return fmt.Errorf("create nvram0: %w", err)
+		}
 	}
 	if err := devsb.Write(f, sb); err != nil {
 		return fmt.Errorf("create nvram0: %w", err)

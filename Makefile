@@ -1,0 +1,40 @@
+# vfa: `make test` installs what the tests need and runs every test.
+GO       ?= go
+BIN      := bin/vfa
+# Packages whose unit tests also run under the race detector.
+RACE_PKGS := ./internal/... ./keys ./nvram ./ssd ./datapath ./array ./iscsi ./mgmt
+
+.PHONY: all build deps vet unit race system test soak bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/vfa
+
+deps:
+	scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -count=1 -timeout 20m ./...
+
+race:
+	$(GO) test -race -short -count=1 -timeout 20m $(RACE_PKGS)
+
+# Whole-system tests against `vfa run` with real peers.
+system: build
+	scripts/system-test.sh $(BIN)
+
+test: deps build vet unit race system
+
+# Long crash loop: 1000 SIGKILLs of a writing process.
+soak:
+	VFA_CRASH_ITERATIONS=1000 $(GO) test -count=1 -timeout 0 -run '^TestCrashKill9$$' -v ./datapath
+
+bench:
+	$(GO) test -run XXX -bench . -benchtime 3x ./datapath
+
+clean:
+	rm -rf bin
