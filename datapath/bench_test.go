@@ -218,6 +218,7 @@ func BenchmarkWriteRefImage(b *testing.B) {
 		}
 		b.StopTimer()
 		reportReduction(b, s)
+		b.Logf("flush: %s; nvram: %s", s.flushTimes(), s.nvramStats())
 		s.Close()
 	}
 }

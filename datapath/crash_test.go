@@ -352,4 +352,3 @@ func crashChild() {
 	}
 	wg.Wait()
 }
-

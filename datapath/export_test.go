@@ -1,6 +1,9 @@
 package datapath
 
-import "fmt"
+import (
+	"fmt"
+	"time"
+)
 
 // gcFromTest runs one urgent GC pass on the flusher goroutine.
 func (s *Store) gcFromTest() error {
@@ -9,3 +12,9 @@ func (s *Store) gcFromTest() error {
 
 // nvramStats exposes the log's counters to benchmarks.
 func (s *Store) nvramStats() string { return fmt.Sprintf("%+v", s.log.Stats()) }
+
+func (s *Store) flushTimes() string {
+	st := &s.flushStats
+	return fmt.Sprintf("batches %d reduce %v write %v commit %v", st.batches.Load(),
+		time.Duration(st.reduceNanos.Load()), time.Duration(st.writeNanos.Load()), time.Duration(st.commitNanos.Load()))
+}

@@ -110,6 +110,20 @@ func (fb *flushBatch) change(fp *FP) (*ddChange, error) {
 	return c, nil
 }
 
+// changeKnown is change for a fingerprint whose presence in the committed
+// index was just looked up (no second lookup for a new block).
+func (fb *flushBatch) changeKnown(fp *FP, found bool) (*ddChange, error) {
+	if c, ok := fb.dd[*fp]; ok {
+		return c, nil
+	}
+	if found {
+		return fb.change(fp)
+	}
+	c := &ddChange{}
+	fb.dd[*fp] = c
+	return c, nil
+}
+
 func (fb *flushBatch) ref(fp *FP, d int64) error {
 	c, err := fb.change(fp)
 	if err != nil {
@@ -309,14 +323,20 @@ func (fb *flushBatch) commit() error {
 // on failure nothing of it is visible and the open segment is abandoned.
 func (fb *flushBatch) writeAndCommit() error {
 	fb.pk.finish()
+	t0 := time.Now()
 	if err := fb.pk.write(fb.s.ctx); err != nil {
 		fb.pk.abort()
 		return err
 	}
+	t1 := time.Now()
 	if err := fb.commit(); err != nil {
 		fb.pk.abort()
 		return err
 	}
+	st := &fb.s.flushStats
+	st.writeNanos.Add(uint64(t1.Sub(t0)))
+	st.commitNanos.Add(uint64(time.Since(t1)))
+	st.batches.Add(1)
 	return nil
 }
 
@@ -580,15 +600,20 @@ func (s *Store) flushOnce() (bool, error) {
 			return false, err
 		}
 	}
+	tReduce := time.Now()
+	defer func() { s.flushStats.reduceNanos.Add(uint64(time.Since(tReduce))) }()
 	for i := 0; i < len(touched); i += flushChunkBlocks {
 		if err := s.flushChunk(fb, touched[i:min(i+flushChunkBlocks, len(touched))], maxSeq); err != nil {
 			fb.pk.abort()
 			return false, err
 		}
 	}
+	s.flushStats.reduceNanos.Add(uint64(time.Since(tReduce)))
+	tReduce = time.Now()
 	if err := fb.writeAndCommit(); err != nil {
 		return false, err
 	}
+	tReduce = time.Now()
 	if err := s.log.Release(pos); err != nil {
 		return false, fmt.Errorf("nvram release: %w", err)
 	}
@@ -789,11 +814,13 @@ func isZero(b []byte) bool {
 }
 
 // flushChunk resolves, reduces, packs and encrypts a run of touched blocks.
+// Lookups are batched: the chunk's map keys and fingerprints are sorted and
+// looked up with one iterator per worker, not one Get each.
 func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 	imgs := make([]image, len(keys))
 	data := make([]byte, len(keys)*BlockSize)
-	comp := make([]byte, len(keys)*lz4.CompressBlockBound(BlockSize))
 	cb := lz4.CompressBlockBound(BlockSize)
+	comp := make([]byte, len(keys)*cb)
 	reds := s.reducers()
 	s.vols.mu.RLock()
 	chains := map[uint64][]chainLink{}
@@ -803,7 +830,7 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 		}
 	}
 	s.vols.mu.RUnlock()
-	// Resolve and reduce in parallel.
+	// A: resolve, classify and fingerprint.
 	err := s.parallel(len(keys), func(w, i int) error {
 		im := &imgs[i]
 		im.medium, im.block = keys[i].medium, keys[i].block
@@ -813,24 +840,31 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 			return err
 		}
 		im.kind = kind
-		if kind != entryData {
+		if kind == entryData {
+			r := reds[w]
+			r.h.Reset()
+			r.h.Write(im.data)
+			r.h.Sum(im.fp[:0])
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// B: old map entries and dedup lookups, in key order.
+	if err := s.lookupChunk(fb, imgs); err != nil {
+		return err
+	}
+	// C: compress the blocks that are new to the index.
+	err = s.parallel(len(imgs), func(w, i int) error {
+		im := &imgs[i]
+		if im.kind != entryData || im.found {
 			return nil
 		}
-		r := reds[w]
-		r.h.Reset()
-		r.h.Write(im.data)
-		r.h.Sum(im.fp[:0])
-		_, found, err := s.lookupLoc(&im.fp)
-		if err != nil {
-			return err
-		}
-		im.found = found
-		if !found {
-			dst := comp[i*cb : (i+1)*cb]
-			n, err := r.lz.CompressBlock(im.data, dst)
-			if err == nil && n > 0 && n < BlockSize-64 {
-				im.comp, im.compLen = dst[:n], n
-			}
+		dst := comp[i*cb : (i+1)*cb]
+		n, err := reds[w].lz.CompressBlock(im.data, dst)
+		if err == nil && n > 0 && n < BlockSize-64 {
+			im.comp, im.compLen = dst[:n], n
 		}
 		return nil
 	})
@@ -841,10 +875,10 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 	var seal []*image
 	for i := range imgs {
 		im := &imgs[i]
-		old, had, err := fb.entry(im.medium, im.block)
-		if err != nil {
-			return err
+		if im.kind == 0 {
+			continue
 		}
+		old, had := im.old, im.hadOld
 		var e mapEntry
 		switch im.kind {
 		case entryZero:
@@ -858,7 +892,7 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 			}
 		case entryData:
 			e = mapEntry{kind: entryData, fp: im.fp}
-			c, err := fb.change(&im.fp)
+			c, err := fb.changeKnown(&im.fp, im.found)
 			if err != nil {
 				return err
 			}
@@ -930,6 +964,92 @@ func blockAddr(seg uint64, off uint32, flags uint8, nonce *[12]byte, aad *[13]by
 	binary.BigEndian.PutUint32(nonce[8:], off)
 	copy(aad[:12], nonce[:])
 	aad[12] = flags
+}
+
+// lookupChunk fills in each image's old map entry (this batch's changes
+// first) and whether its fingerprint is in the committed dedup index, using
+// sorted iterator seeks.
+func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
+	idx := make([]int, 0, len(imgs))
+	for i := range imgs {
+		if imgs[i].kind != 0 {
+			idx = append(idx, i)
+		}
+	}
+	// Map entries, in (medium, block) order.
+	sort.Slice(idx, func(a, b int) bool {
+		x, y := &imgs[idx[a]], &imgs[idx[b]]
+		if x.medium != y.medium {
+			return x.medium < y.medium
+		}
+		return x.block < y.block
+	})
+	if len(idx) > 0 {
+		first, last := &imgs[idx[0]], &imgs[idx[len(idx)-1]]
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: mapKey(first.medium, first.block), UpperBound: mapKey(last.medium, last.block+1)})
+		if err != nil {
+			return err
+		}
+		for _, i := range idx {
+			im := &imgs[i]
+			if e, ok := fb.maps[mkey{im.medium, im.block}]; ok {
+				im.old, im.hadOld = e, e.kind != 0
+				continue
+			}
+			k := mapKey(im.medium, im.block)
+			if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
+				e, err := decodeMapEntry(it.Value())
+				if err != nil {
+					it.Close()
+					return err
+				}
+				im.old, im.hadOld = e, true
+			}
+		}
+		if err := it.Close(); err != nil {
+			return err
+		}
+	}
+	// Fingerprints, in order, split over the workers.
+	fps := idx[:0]
+	for i := range imgs {
+		if imgs[i].kind == entryData {
+			if _, ok := s.cache.get(&imgs[i].fp); ok {
+				imgs[i].found = true
+				continue
+			}
+			fps = append(fps, i)
+		}
+	}
+	sort.Slice(fps, func(a, b int) bool { return bytes.Compare(imgs[fps[a]].fp[:], imgs[fps[b]].fp[:]) < 0 })
+	workers := max(1, min(s.o.Workers, len(fps)/64))
+	per := (len(fps) + workers - 1) / max(workers, 1)
+	return s.parallel(workers, func(w, part int) error {
+		lo, hi := part*per, min((part+1)*per, len(fps))
+		if lo >= hi {
+			return nil
+		}
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfxDedup}, UpperBound: []byte{pfxDedup + 1}})
+		if err != nil {
+			return err
+		}
+		defer it.Close()
+		var k [33]byte
+		k[0] = pfxDedup
+		for _, i := range fps[lo:hi] {
+			im := &imgs[i]
+			copy(k[1:], im.fp[:])
+			if it.SeekGE(k[:]) && bytes.Equal(it.Key(), k[:]) {
+				l, err := decodeLocation(it.Value())
+				if err != nil {
+					return err
+				}
+				s.cache.put(&im.fp, l)
+				im.found = true
+			}
+		}
+		return it.Error()
+	})
 }
 
 // flushImage computes the new content of block b of a medium (chain[0]) from

@@ -255,6 +255,9 @@ func openMeta(o Options, dir string, create bool) (*pebble.DB, error) {
 		Logger:       quietLogger{},
 	}
 	opts.EnsureDefaults()
+	// Keys and values are mostly digests: they do not compress, and
+	// decompressing blocks on every lookup costs more than it saves.
+	opts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloomPolicy()
 	}
@@ -317,7 +320,8 @@ type Store struct {
 	jobs    []job
 	redOnce sync.Once
 	reds    []*reducer
-	gcStats struct{ segments, bytes atomic.Uint64 }
+	gcStats    struct{ segments, bytes atomic.Uint64 }
+	flushStats struct{ batches, reduceNanos, writeNanos, commitNanos atomic.Uint64 }
 }
 
 // Open opens the array's metadata store and devices. The array starts

@@ -6,15 +6,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"vfa/array"
+	"vfa/iscsi"
 )
 
 func main() {
@@ -116,6 +119,8 @@ func newInit() *cobra.Command {
 func newRun() *cobra.Command {
 	var dir, logLevel string
 	var keyRotation time.Duration
+	var listen, portals []string
+	var demo bool
 	var f initFlags
 	cmd := &cobra.Command{
 		Use:   "run",
@@ -154,12 +159,38 @@ func newRun() *cobra.Command {
 			for _, al := range a.Alerts(false) {
 				fmt.Fprintf(out, "alert: %s %s: %s\n", al.Severity, al.Component, al.Message)
 			}
-			fmt.Fprintf(out, "target %s\n", a.TargetName())
-			fmt.Fprintf(out, "%d volumes\n", len(a.Volumes()))
+			if demo {
+				if err := setupDemo(a, out); err != nil {
+					a.Close()
+					return err
+				}
+			}
+			tgt, err := iscsi.New(iscsi.Config{Frontend: a, Listen: listen, Portals: portals, Logger: logger, Alias: cfg.Name})
+			if err != nil {
+				a.Close()
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			<-ctx.Done()
+			serveErr := make(chan error, 1)
+			go func() { serveErr <- tgt.Serve(ctx) }()
+			fmt.Fprintf(out, "iSCSI target %s\n", a.TargetName())
+			for _, ad := range tgt.Addrs() {
+				fmt.Fprintf(out, "  listening on %s\n", ad)
+			}
+			for _, p := range portals {
+				fmt.Fprintf(out, "  portal %s\n", p)
+			}
+			fmt.Fprintf(out, "%d volumes, %d hosts\n", len(a.Volumes()), len(a.Hosts()))
+			select {
+			case <-ctx.Done():
+			case err := <-serveErr:
+				if err != nil {
+					logger.Error("iSCSI target stopped", "err", err)
+				}
+			}
 			fmt.Fprintln(out, "shutting down")
+			tgt.Close()
 			if err := a.Close(); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}
@@ -169,6 +200,43 @@ func newRun() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "./vfa-data", "data directory")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&keyRotation, "key-rotation", 24*time.Hour, "array key rotation interval")
+	cmd.Flags().StringArrayVar(&listen, "iscsi", []string{"127.0.0.1:3260"}, "iSCSI listen address (repeatable)")
+	cmd.Flags().StringArrayVar(&portals, "portal-address", nil, "portal address HOST:PORT advertised in SendTargets (repeatable; default: the listen addresses)")
+	cmd.Flags().BoolVar(&demo, "demo", false, "create a volume 'demo' connected at LUN 1 to every initiator that is in no host")
 	f.add(cmd)
 	return cmd
+}
+
+// setupDemo makes the demo configuration (once): a 10 GiB volume and a host
+// that matches any initiator in no other host.
+func setupDemo(a *array.Array, out io.Writer) error {
+	if _, err := a.LookupVolume("demo"); err != nil {
+		if _, err := a.CreateVolume("demo", 10<<30); err != nil {
+			return fmt.Errorf("demo volume: %w", err)
+		}
+	}
+	found := false
+	for _, h := range a.Hosts() {
+		if strings.EqualFold(h.Name, "demo") {
+			found = true
+		}
+	}
+	if !found {
+		if err := a.CreateHost("demo", []string{array.AnyInitiator}); err != nil {
+			return fmt.Errorf("demo host: %w", err)
+		}
+	}
+	connected := false
+	for _, c := range a.Connections() {
+		if strings.EqualFold(c.Volume, "demo") && strings.EqualFold(c.Host, "demo") {
+			connected = true
+		}
+	}
+	if !connected {
+		if _, err := a.Connect("demo", "demo", false, 1); err != nil {
+			return fmt.Errorf("demo connection: %w", err)
+		}
+	}
+	fmt.Fprintln(out, "demo: volume demo (10G) at LUN 1 for any initiator in no host")
+	return nil
 }
