@@ -30,6 +30,12 @@ const (
 
 type mkey struct{ medium, block uint64 }
 
+// chunkScratch holds the buffers of one flush chunk (flusher goroutine only).
+type chunkScratch struct {
+	imgs       []image
+	data, comp []byte
+}
+
 type ddChange struct {
 	loc    location // committed location (refs = committed count), or the new one
 	found  bool     // present in the committed index
@@ -53,6 +59,8 @@ type flushBatch struct {
 	mediaDel []uint64
 	extra    func(b *pebble.Batch) // job-specific writes (volume records)
 	after    []func()              // run after a successful commit
+	prev     *flushBatch           // the batch committing while this one is prepared
+	size     int64                 // pending payload bytes this batch covers
 }
 
 func (s *Store) newFlushBatch() *flushBatch {
@@ -64,6 +72,11 @@ func (s *Store) newFlushBatch() *flushBatch {
 func (fb *flushBatch) entry(medium, block uint64) (mapEntry, bool, error) {
 	if e, ok := fb.maps[mkey{medium, block}]; ok {
 		return e, e.kind != 0, nil
+	}
+	if fb.prev != nil {
+		if e, ok := fb.prev.maps[mkey{medium, block}]; ok {
+			return e, e.kind != 0, nil
+		}
 	}
 	return fb.s.mapGet(medium, block)
 }
@@ -101,6 +114,10 @@ func (fb *flushBatch) change(fp *FP) (*ddChange, error) {
 	if c, ok := fb.dd[*fp]; ok {
 		return c, nil
 	}
+	if c, ok := fb.prevChange(fp); ok {
+		fb.dd[*fp] = c
+		return c, nil
+	}
 	loc, ok, err := fb.s.lookupLoc(fp)
 	if err != nil {
 		return nil, err
@@ -108,6 +125,25 @@ func (fb *flushBatch) change(fp *FP) (*ddChange, error) {
 	c := &ddChange{loc: loc, found: ok}
 	fb.dd[*fp] = c
 	return c, nil
+}
+
+// prevChange derives this batch's starting state of fp from the batch
+// being committed, as if it were committed.
+func (fb *flushBatch) prevChange(fp *FP) (*ddChange, bool) {
+	if fb.prev == nil {
+		return nil, false
+	}
+	pc, ok := fb.prev.dd[*fp]
+	if !ok {
+		return nil, false
+	}
+	refs := int64(pc.loc.refs) + pc.delta
+	loc := pc.loc
+	if refs <= 0 {
+		return &ddChange{}, true // gone (or never kept) after prev
+	}
+	loc.refs = uint64(refs)
+	return &ddChange{loc: loc, found: true}, true
 }
 
 // changeKnown is change for a fingerprint whose presence in the committed
@@ -118,6 +154,10 @@ func (fb *flushBatch) changeKnown(fp *FP, found bool) (*ddChange, error) {
 	}
 	if found {
 		return fb.change(fp)
+	}
+	if c, ok := fb.prevChange(fp); ok {
+		fb.dd[*fp] = c
+		return c, nil
 	}
 	c := &ddChange{}
 	fb.dd[*fp] = c
@@ -322,7 +362,9 @@ func (fb *flushBatch) commit() error {
 // writeAndCommit writes the batch's segment rows, then commits its metadata;
 // on failure nothing of it is visible and the open segment is abandoned.
 func (fb *flushBatch) writeAndCommit() error {
-	fb.pk.finish()
+	if !fb.pk.finished {
+		fb.pk.finish()
+	}
 	t0 := time.Now()
 	if err := fb.pk.write(fb.s.ctx); err != nil {
 		fb.pk.abort()
@@ -333,6 +375,7 @@ func (fb *flushBatch) writeAndCommit() error {
 		fb.pk.abort()
 		return err
 	}
+	fb.pk.releaseBufs()
 	st := &fb.s.flushStats
 	st.writeNanos.Add(uint64(t1.Sub(t0)))
 	st.commitNanos.Add(uint64(time.Since(t1)))
@@ -374,15 +417,8 @@ func (s *Store) flusher() {
 		case <-timer.C:
 		}
 		s.seg.recycle()
-		for {
-			did, err := s.flushOnce()
-			if err != nil {
-				s.failFlush(err)
-				break
-			}
-			if !did || s.pend.bytesNow() < s.o.FlushBytes {
-				break
-			}
+		if err := s.flushPending(false); err != nil {
+			s.failFlush(err)
 		}
 		s.runJobs()
 		s.rotateIfDue()
@@ -396,11 +432,8 @@ func (s *Store) flusher() {
 		}
 		if stopping {
 			// Drain what is pending so a clean shutdown replays nothing.
-			for {
-				did, err := s.flushOnce()
-				if err != nil || !did {
-					break
-				}
+			if err := s.flushPending(true); err != nil {
+				s.failFlush(err)
 			}
 			s.runJobs()
 			return
@@ -530,26 +563,94 @@ type rangeUnmap struct {
 	medium, first, last uint64 // whole blocks [first, last)
 }
 
-// flushOnce flushes a prefix of the pending queue. It reports whether it did
-// anything.
-func (s *Store) flushOnce() (bool, error) {
-	ops := s.pend.snapshotQueue(0)
+// errDrain: the next batch needs the previous one committed first.
+var errDrain = errors.New("drain the flush pipeline first")
+
+// prepared is a flush batch ready to be written and committed.
+type prepared struct {
+	fb     *flushBatch
+	n      int // ops of the pending queue it covers
+	maxSeq uint64
+	pos    nvram.Position
+}
+
+// flushPending flushes everything pending (up to FlushBytes left), as a
+// two-stage pipeline: while one batch's rows are written and its metadata
+// committed, the next batch is reduced.
+func (s *Store) flushPending(untilEmpty bool) error {
+	var inflight *prepared
+	var done chan error
+	wait := func() error {
+		if done == nil {
+			return nil
+		}
+		err := <-done
+		done, inflight = nil, nil
+		return err
+	}
+	defer wait()
+	var after uint64
+	for {
+		var prev *flushBatch
+		if inflight != nil {
+			prev = inflight.fb
+		}
+		p, err := s.prepareFlush(after, prev)
+		if errors.Is(err, errDrain) {
+			if err := wait(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			if werr := wait(); werr != nil {
+				return werr
+			}
+			return err
+		}
+		if p == nil {
+			return wait()
+		}
+		if err := wait(); err != nil {
+			p.fb.pk.abort()
+			return err
+		}
+		inflight, done = p, make(chan error, 1)
+		after = p.maxSeq
+		go func(p *prepared, done chan error) { done <- s.commitFlush(p) }(p, done)
+		if !untilEmpty && s.pend.bytesNow()-p.fb.size < s.o.FlushBytes {
+			return wait()
+		}
+	}
+}
+
+// prepareFlush reduces the pending ops after seq `after` into a batch,
+// seeing prev (the batch being committed, if any) as if it were committed.
+func (s *Store) prepareFlush(after uint64, prev *flushBatch) (*prepared, error) {
+	ops := s.pend.queueAfter(after)
 	if len(ops) == 0 {
-		return false, nil
+		return nil, nil
 	}
 	// Take a prefix of about two flush sizes.
 	var size int64
 	n := 0
+	hasUnmap := false
 	for n < len(ops) {
 		size += ops[n].size
+		hasUnmap = hasUnmap || ops[n].op == opUnmap
 		n++
 		if size >= 2*s.o.FlushBytes {
 			break
 		}
 	}
+	if hasUnmap && prev != nil {
+		return nil, errDrain
+	}
 	ops = ops[:n]
 	maxSeq := ops[n-1].seq
 	fb := s.newFlushBatch()
+	fb.prev = prev
+	fb.size = size
 	pos := ops[n-1].pos
 	fb.ckpt = &pos
 
@@ -593,36 +694,40 @@ func (s *Store) flushOnce() (bool, error) {
 	}
 	s.vols.mu.RUnlock()
 
+	tReduce := time.Now()
 	// Range unmaps first; images computed below override them where a later
 	// op wrote into the range.
 	for _, u := range unmaps {
 		if err := s.unmapRange(fb, u, seen, maxSeq); err != nil {
-			return false, err
+			return nil, err
 		}
 	}
-	tReduce := time.Now()
-	defer func() { s.flushStats.reduceNanos.Add(uint64(time.Since(tReduce))) }()
 	for i := 0; i < len(touched); i += flushChunkBlocks {
 		if err := s.flushChunk(fb, touched[i:min(i+flushChunkBlocks, len(touched))], maxSeq); err != nil {
 			fb.pk.abort()
-			return false, err
+			return nil, err
 		}
 	}
+	fb.pk.finish()
 	s.flushStats.reduceNanos.Add(uint64(time.Since(tReduce)))
-	tReduce = time.Now()
-	if err := fb.writeAndCommit(); err != nil {
-		return false, err
+	return &prepared{fb: fb, n: n, maxSeq: maxSeq, pos: pos}, nil
+}
+
+// commitFlush writes a prepared batch's rows, commits its metadata, then
+// releases its NVRAM space and pending entries.
+func (s *Store) commitFlush(p *prepared) error {
+	if err := p.fb.writeAndCommit(); err != nil {
+		return err
 	}
-	tReduce = time.Now()
-	if err := s.log.Release(pos); err != nil {
-		return false, fmt.Errorf("nvram release: %w", err)
+	if err := s.log.Release(p.pos); err != nil {
+		return fmt.Errorf("nvram release: %w", err)
 	}
-	s.pend.remove(n)
+	s.pend.remove(p.n)
 	s.flushedMu.Lock()
-	s.flushedSeq = maxSeq
+	s.flushedSeq = p.maxSeq
 	s.flushedMu.Unlock()
 	s.flushed.Broadcast()
-	return true, nil
+	return nil
 }
 
 // mediumChain is the read chain of a medium itself (vs.mu held).
@@ -817,10 +922,16 @@ func isZero(b []byte) bool {
 // Lookups are batched: the chunk's map keys and fingerprints are sorted and
 // looked up with one iterator per worker, not one Get each.
 func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
-	imgs := make([]image, len(keys))
-	data := make([]byte, len(keys)*BlockSize)
 	cb := lz4.CompressBlockBound(BlockSize)
-	comp := make([]byte, len(keys)*cb)
+	sc := &s.chunk // flusher-owned scratch, reused by every chunk
+	if cap(sc.imgs) < len(keys) {
+		sc.imgs = make([]image, flushChunkBlocks)
+		sc.data = make([]byte, flushChunkBlocks*BlockSize)
+		sc.comp = make([]byte, flushChunkBlocks*cb)
+	}
+	imgs := sc.imgs[:len(keys)]
+	clear(imgs)
+	data, comp := sc.data, sc.comp
 	reds := s.reducers()
 	s.vols.mu.RLock()
 	chains := map[uint64][]chainLink{}
@@ -834,12 +945,11 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 	err := s.parallel(len(keys), func(w, i int) error {
 		im := &imgs[i]
 		im.medium, im.block = keys[i].medium, keys[i].block
-		im.data = data[i*BlockSize : (i+1)*BlockSize]
-		kind, err := s.flushImage(chains[im.medium], im.block, maxSeq, im.data)
+		kind, d, err := s.flushImage(chains[im.medium], im.block, maxSeq, data[i*BlockSize:(i+1)*BlockSize])
 		if err != nil {
 			return err
 		}
-		im.kind = kind
+		im.kind, im.data = kind, d
 		if kind == entryData {
 			r := reds[w]
 			r.h.Reset()
@@ -996,8 +1106,16 @@ func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
 				im.old, im.hadOld = e, e.kind != 0
 				continue
 			}
+			if fb.prev != nil {
+				if e, ok := fb.prev.maps[mkey{im.medium, im.block}]; ok {
+					im.old, im.hadOld = e, e.kind != 0
+					continue
+				}
+			}
 			k := mapKey(im.medium, im.block)
-			if it.SeekGE(k) && bytes.Equal(it.Key(), k) {
+			// SeekPrefixGE consults the bloom filters: absent keys (new
+			// blocks) cost no data block reads.
+			if it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k) {
 				e, err := decodeMapEntry(it.Value())
 				if err != nil {
 					it.Close()
@@ -1014,6 +1132,10 @@ func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
 	fps := idx[:0]
 	for i := range imgs {
 		if imgs[i].kind == entryData {
+			if c, ok := fb.prevChange(&imgs[i].fp); ok {
+				imgs[i].found = c.found
+				continue
+			}
 			if _, ok := s.cache.get(&imgs[i].fp); ok {
 				imgs[i].found = true
 				continue
@@ -1039,7 +1161,7 @@ func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
 		for _, i := range fps[lo:hi] {
 			im := &imgs[i]
 			copy(k[1:], im.fp[:])
-			if it.SeekGE(k[:]) && bytes.Equal(it.Key(), k[:]) {
+			if it.SeekPrefixGE(k[:]) && bytes.Equal(it.Key(), k[:]) {
 				l, err := decodeLocation(it.Value())
 				if err != nil {
 					return err
@@ -1055,31 +1177,41 @@ func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
 // flushImage computes the new content of block b of a medium (chain[0]) from
 // pending ops with seq <= maxSeq and what is stored below them, and says
 // which kind of entry it becomes.
-func (s *Store) flushImage(chain []chainLink, b uint64, maxSeq uint64, out []byte) (uint8, error) {
+func (s *Store) flushImage(chain []chainLink, b uint64, maxSeq uint64, out []byte) (uint8, []byte, error) {
 	var known, unm uint8
 	s.pend.mu.RLock()
-	known = s.pend.media[chain[0].medium].resolve(b, maxSeq, out, known, &unm)
+	pm := s.pend.media[chain[0].medium]
+	if whole := pm.wholeBlock(b, maxSeq); whole != nil {
+		// The newest op rewrote the whole block: use its data in place (it
+		// stays in the pending index until this batch is committed).
+		s.pend.mu.RUnlock()
+		if isZero(whole) {
+			return entryZero, whole, nil
+		}
+		return entryData, whole, nil
+	}
+	known = pm.resolve(b, maxSeq, out, known, &unm)
 	s.pend.mu.RUnlock()
 	if known == 0 {
-		return 0, nil // nothing of this medium's pending ops touches it (deleted medium)
+		return 0, out, nil // nothing of this medium's pending ops touches it (deleted medium)
 	}
 	if known != 0xff {
 		// Read-modify-write: the rest comes from what is stored (this medium's
 		// committed map first, then its parents).
 		var tmp [BlockSize]byte
 		if err := s.readBlockFrom(chain, b, maxSeq, tmp[:], true); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 		fillUnknown(out, known, tmp[:])
 		unm = 0
 	}
 	if unm == 0xff {
-		return entryUnmapped, nil
+		return entryUnmapped, out, nil
 	}
 	if isZero(out) {
-		return entryZero, nil
+		return entryZero, out, nil
 	}
-	return entryData, nil
+	return entryData, out, nil
 }
 
 // readBlockFrom resolves block b through chain, skipping chain[0]'s pending

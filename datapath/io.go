@@ -68,8 +68,8 @@ func (v *Volume) Write(ctx context.Context, p []byte, sector uint64) error {
 	if err := v.st.Load().check(sector, n); err != nil {
 		return err
 	}
-	payload := make([]byte, recordHeaderSize, recordHeaderSize+len(p))
-	payload = append(payload, p...)
+	payload := v.s.pend.pools.get(recordHeaderSize + len(p))
+	copy(payload[recordHeaderSize:], p)
 	if hc := v.hostKey.Load(); hc != nil {
 		if err := (*hc).Decrypt(sector, payload[recordHeaderSize:]); err != nil {
 			return fmt.Errorf("%w: %v", ErrHostKey, err)
@@ -128,7 +128,7 @@ func (s *Store) onDurable(seq uint64, payload []byte, end nvram.Position) {
 		// Our own encoder wrote it and NVRAM authenticated it: a bug.
 		panic(fmt.Sprintf("datapath: nvram record %d: %v", seq, err))
 	}
-	o := &pop{seq: seq, pos: end, sector: r.sector, n: r.sectors, op: r.op}
+	o := &pop{seq: seq, pos: end, sector: r.sector, n: r.sectors, op: r.op, payload: payload}
 	switch r.op {
 	case opWrite:
 		o.data = r.data

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"sort"
 	"sync"
 
 	"vfa/nvram"
@@ -37,10 +38,18 @@ type pop struct {
 	pattern []byte // opWriteSame: 512 bytes
 	op      uint8
 	medium  uint64
-	size    int64 // payload bytes held
+	size    int64
+	payload []byte // the pooled record buffer data/pattern alias // payload bytes held
 }
 
 func (p *pop) end() uint64 { return p.sector + p.n }
+
+// isRange: unmaps and write-sames spanning many blocks are kept in a list
+// rather than indexed per block (they can cover terabytes); writes carry
+// their data, so they are at most the I/O limit and are indexed per block.
+func (p *pop) isRange() bool {
+	return p.op != opWrite && (p.end()-1)/sectorsPerBlock-p.sector/sectorsPerBlock >= rangeBlocks
+}
 
 // sectorData copies sector s (which p covers) into dst (512 bytes).
 func (p *pop) sectorData(s uint64, dst []byte) {
@@ -55,8 +64,8 @@ func (p *pop) sectorData(s uint64, dst []byte) {
 	}
 }
 
-// pmedium holds one medium's pending ops: small ones indexed by block, large
-// ranges (spanning more than rangeBlocks blocks) in a list scanned per lookup.
+// pmedium holds one medium's pending ops: writes and small ops indexed by
+// block, large unmap and write-same ranges in a list scanned per lookup.
 type pmedium struct {
 	blocks map[uint64][]*pop
 	ranges []*pop
@@ -71,6 +80,7 @@ type pending struct {
 	// queue holds every op in sequence order, for the flusher.
 	queue []*pop
 	cond  *sync.Cond // signalled when bytes drop (writers wait on mu's write side)
+	pools payloadPools
 }
 
 func newPending() *pending {
@@ -88,7 +98,7 @@ func (p *pending) add(medium uint64, o *pop, size int64) {
 		p.media[medium] = m
 	}
 	first, last := o.sector/sectorsPerBlock, (o.end()-1)/sectorsPerBlock
-	if last-first >= rangeBlocks {
+	if o.isRange() {
 		m.ranges = append(m.ranges, o)
 	} else {
 		for b := first; b <= last; b++ {
@@ -115,7 +125,7 @@ func (p *pending) remove(n int) {
 	for _, o := range p.queue[:n] {
 		m := p.media[o.medium]
 		first, last := o.sector/sectorsPerBlock, (o.end()-1)/sectorsPerBlock
-		if last-first >= rangeBlocks {
+		if o.isRange() {
 			m.ranges = removeOp(m.ranges, o)
 		} else {
 			for b := first; b <= last; b++ {
@@ -131,6 +141,10 @@ func (p *pending) remove(n int) {
 			delete(p.media, o.medium)
 		}
 		p.bytes -= o.size
+		if o.payload != nil {
+			p.pools.put(o.payload)
+			o.payload, o.data, o.pattern = nil, nil, nil
+		}
 	}
 	clear(p.queue[:n])
 	p.queue = p.queue[n:]
@@ -151,6 +165,39 @@ func removeOp(ops []*pop, o *pop) []*pop {
 		}
 	}
 	return ops
+}
+
+// wholeBlock returns block b's data when the newest op (seq <= maxSeq)
+// touching it is a write covering all of it, aliasing that op's data.
+func (m *pmedium) wholeBlock(b, maxSeq uint64) []byte {
+	if m == nil {
+		return nil
+	}
+	ops := m.blocks[b]
+	oi := len(ops) - 1
+	for oi >= 0 && ops[oi].seq > maxSeq {
+		oi--
+	}
+	if oi < 0 {
+		return nil
+	}
+	o := ops[oi]
+	// A range op newer than o could also touch b.
+	bs := b * sectorsPerBlock
+	for i := len(m.ranges) - 1; i >= 0; i-- {
+		r := m.ranges[i]
+		if r.seq < o.seq {
+			break
+		}
+		if r.seq <= maxSeq && r.sector < bs+sectorsPerBlock && r.end() > bs {
+			return nil
+		}
+	}
+	if o.op != opWrite || o.sector > bs || o.end() < bs+sectorsPerBlock {
+		return nil
+	}
+	off := (bs - o.sector) * SectorSize
+	return o.data[off : off+BlockSize]
 }
 
 // state returns the op type of the newest pending op touching block b of
@@ -180,15 +227,12 @@ func (m *pmedium) state(b uint64) uint8 {
 	return best.op
 }
 
-// queued returns the ops waiting to be flushed (in seq order) with their media.
-func (p *pending) snapshotQueue(max int) []*pop {
+// queueAfter returns the queued ops with seq > after, in seq order.
+func (p *pending) queueAfter(after uint64) []*pop {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	n := len(p.queue)
-	if max > 0 && n > max {
-		n = max
-	}
-	return append([]*pop(nil), p.queue[:n]...)
+	i := sort.Search(len(p.queue), func(i int) bool { return p.queue[i].seq > after })
+	return append([]*pop(nil), p.queue[i:]...)
 }
 
 // resolve fills, for block b of this medium, every sector that a pending op
@@ -233,4 +277,46 @@ func (m *pmedium) resolve(b uint64, maxSeq uint64, out []byte, known uint8, unm 
 		}
 	}
 	return known
+}
+
+// Payload buffers: one per write, from size-class pools, returned when the
+// write leaves the pending index (nothing references it after that: readers
+// copy out under the index's read lock, and removal takes the write lock).
+var payloadClasses = func() []int {
+	var c []int
+	for n := 4 << 10; n <= 16<<20; n *= 2 {
+		c = append(c, n+recordHeaderSize)
+	}
+	return c
+}()
+
+type payloadPools struct{ p [16]sync.Pool }
+
+func classOf(n int) int {
+	for i, c := range payloadClasses {
+		if n <= c {
+			return i
+		}
+	}
+	return -1
+}
+
+func (pp *payloadPools) get(n int) []byte {
+	c := classOf(n)
+	if c < 0 {
+		return make([]byte, n)
+	}
+	if b, ok := pp.p[c].Get().(*[]byte); ok {
+		return (*b)[:n]
+	}
+	return make([]byte, n, payloadClasses[c])
+}
+
+func (pp *payloadPools) put(b []byte) {
+	c := classOf(cap(b))
+	if c < 0 || cap(b) != payloadClasses[c] {
+		return
+	}
+	b = b[:0]
+	pp.p[c].Put(&b)
 }

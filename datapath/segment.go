@@ -37,16 +37,20 @@ type segAlloc struct {
 	gate sync.RWMutex
 
 	open *openSeg // changed by the flusher under mu
+	bufs sync.Pool // segment payload buffers
 }
 
 type openSeg struct {
-	id  uint64
-	rec *segmentRec
+	id      uint64
+	au      uint32
+	rec     *segmentRec
+	nextRow int // rows handed out to flushes (committed or not)
 }
 
 // segWrite is the part of one segment a flush writes: rows [firstRow, ...).
 type segWrite struct {
 	id       uint64
+	au       uint32
 	rec      *segmentRec
 	firstRow int
 	buf      []byte // payload from firstRow*rowPayload
@@ -147,14 +151,15 @@ func (sa *segAlloc) newSegment() (*openSeg, error) {
 	rec := &segmentRec{au: au}
 	sa.segs[id] = rec
 	sa.mu.Unlock()
-	return &openSeg{id: id, rec: rec}, nil
+	return &openSeg{id: id, au: au, rec: rec}, nil
 }
 
 // packer assigns payload addresses to blocks during one flush.
 type packer struct {
-	sa     *segAlloc
-	writes []*segWrite
-	cur    *segWrite
+	sa       *segAlloc
+	writes   []*segWrite
+	cur      *segWrite
+	finished bool
 }
 
 // place reserves n bytes and returns the address and the buffer to fill.
@@ -164,20 +169,21 @@ func (p *packer) place(n int) (uint64, uint32, []byte, error) {
 	sa := p.sa
 	for {
 		if p.cur == nil {
-			if sa.open == nil || int(sa.open.rec.rows)*sa.rowPayload+n > sa.segPayload {
+			if sa.open == nil || sa.open.nextRow*sa.rowPayload+n > sa.segPayload {
 				o, err := sa.newSegment()
 				if err != nil {
 					return 0, 0, nil, err
 				}
 				sa.setOpen(o)
 			}
-			p.cur = &segWrite{id: sa.open.id, rec: sa.open.rec, firstRow: int(sa.open.rec.rows)}
+			p.cur = &segWrite{id: sa.open.id, au: sa.open.au, rec: sa.open.rec, firstRow: sa.open.nextRow,
+				buf: sa.getBuf()[:0]}
 			p.writes = append(p.writes, p.cur)
 		}
 		base := p.cur.firstRow * sa.rowPayload
 		off := base + len(p.cur.buf)
 		if off+n <= sa.segPayload {
-			p.cur.buf = append(p.cur.buf, make([]byte, n)...)
+			p.cur.buf = p.cur.buf[:off-base+n]
 			return p.cur.id, uint32(off), p.cur.buf[off-base : off-base+n], nil
 		}
 		// This segment is full: the next block goes to a new one.
@@ -198,12 +204,39 @@ func (p *packer) slot(seg uint64, off uint32, n int) []byte {
 	panic(fmt.Sprintf("datapath: no segment %d in this flush", seg))
 }
 
-// finish pads each write to whole rows and returns the new row counts.
+// finish pads each write to whole rows and hands those rows out: the next
+// flush continues after them.
 func (p *packer) finish() {
 	sa := p.sa
+	p.finished = true
 	for _, w := range p.writes {
 		if r := len(w.buf) % sa.rowPayload; r != 0 {
-			w.buf = append(w.buf, make([]byte, sa.rowPayload-r)...)
+			n := len(w.buf)
+			w.buf = w.buf[:n+sa.rowPayload-r]
+			clear(w.buf[n:])
+		}
+		if sa.open != nil && sa.open.id == w.id {
+			sa.open.nextRow = w.firstRow + len(w.buf)/sa.rowPayload
+		}
+	}
+}
+
+// getBuf returns a segment payload buffer (cleared on reuse by the packer:
+// every byte handed out is written before it is read).
+func (sa *segAlloc) getBuf() []byte {
+	if b, ok := sa.bufs.Get().(*[]byte); ok {
+		return (*b)[:cap(*b)]
+	}
+	return make([]byte, sa.segPayload)
+}
+
+// release returns the packer's buffers; their contents are on the SSDs.
+func (p *packer) releaseBufs() {
+	for _, w := range p.writes {
+		if w.buf != nil {
+			b := w.buf[:0]
+			p.sa.bufs.Put(&b)
+			w.buf = nil
 		}
 	}
 }
@@ -214,8 +247,7 @@ func (p *packer) write(ctx context.Context) error {
 		if len(w.buf) == 0 {
 			continue
 		}
-		au := int(w.rec.au)
-		if err := p.sa.s.set.WriteRows(ctx, au, w.id, w.firstRow, w.buf); err != nil {
+		if err := p.sa.s.set.WriteRows(ctx, int(w.au), w.id, w.firstRow, w.buf); err != nil {
 			return fmt.Errorf("segment %d: %w", w.id, err)
 		}
 	}

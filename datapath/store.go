@@ -318,6 +318,7 @@ type Store struct {
 
 	jobMu   sync.Mutex
 	jobs    []job
+	chunk   chunkScratch
 	redOnce sync.Once
 	reds    []*reducer
 	gcStats    struct{ segments, bytes atomic.Uint64 }
