@@ -36,7 +36,7 @@ type segAlloc struct {
 	// takes it exclusively so no read can land in a reused AU.
 	gate sync.RWMutex
 
-	open *openSeg // changed by the flusher under mu
+	open *openSeg  // changed by the flusher under mu
 	bufs sync.Pool // segment payload buffers
 }
 

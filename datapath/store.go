@@ -316,11 +316,11 @@ type Store struct {
 	flushedSeq uint64
 	flushErr   error
 
-	jobMu   sync.Mutex
-	jobs    []job
-	chunk   chunkScratch
-	redOnce sync.Once
-	reds    []*reducer
+	jobMu      sync.Mutex
+	jobs       []job
+	chunk      chunkScratch
+	redOnce    sync.Once
+	reds       []*reducer
 	gcStats    struct{ segments, bytes atomic.Uint64 }
 	flushStats struct{ batches, reduceNanos, writeNanos, commitNanos atomic.Uint64 }
 }
