@@ -198,3 +198,7 @@ func (d *volDev) Mapped(ctx context.Context, lba, max uint64) (bool, uint64, err
 	m, n, err := d.v.Mapped(ctx, lba, max)
 	return m, n, mapErr(err)
 }
+
+// Flush moves everything acknowledged so far from NVRAM into segments, so
+// that the space report counts it.
+func (a *Array) Flush() error { return mapErr(a.store.Flush()) }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"vfa/array"
 	"vfa/iscsi"
+	"vfa/mgmt"
 )
 
 func main() {
@@ -39,6 +41,7 @@ func newRoot() *cobra.Command {
 }
 
 type initFlags struct {
+	adminKey           string
 	name               string
 	ssds               int
 	ssdSize, nvramSize string
@@ -51,6 +54,46 @@ func (f *initFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.ssdSize, "ssd-size", "4G", "size of each SSD (sparse file)")
 	cmd.Flags().StringVar(&f.nvramSize, "nvram-size", "256M", "size of the NVRAM device")
 	cmd.Flags().StringVar(&f.auSize, "au-size", "1M", "allocation unit size")
+	cmd.Flags().StringVar(&f.adminKey, "admin-key", "", "public key file (OpenSSH authorized_keys format) for pureuser; without it a password is generated and printed once")
+}
+
+// create makes a new array in dir and sets up its administrator.
+func (f *initFlags) create(dir string, out io.Writer) error {
+	o, err := f.options()
+	if err != nil {
+		return err
+	}
+	var keys string
+	if f.adminKey != "" {
+		b, err := os.ReadFile(f.adminKey)
+		if err != nil {
+			return fmt.Errorf("--admin-key: %w", err)
+		}
+		keys = string(b)
+	}
+	cfg, err := array.Init(nil, dir, o)
+	if err != nil {
+		return err
+	}
+	a, err := array.Open(array.Options{Dir: dir})
+	if err != nil {
+		return err
+	}
+	pw, err := mgmt.SetupAdmin(a, keys)
+	if cerr := a.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("administrator: %w", err)
+	}
+	fmt.Fprintf(out, "created array %s (id %s) in %s: %d SSDs of %s, NVRAM %s\n",
+		cfg.Name, cfg.ID, dir, cfg.SSDs, array.FormatSize(o.SSDSize), array.FormatSize(o.NVRAMSize))
+	if pw != "" {
+		fmt.Fprintf(out, "pureuser password (shown once): %s\n", pw)
+	} else {
+		fmt.Fprintf(out, "pureuser logs in with the key in %s\n", f.adminKey)
+	}
+	return nil
 }
 
 func (f *initFlags) options() (array.InitOptions, error) {
@@ -98,17 +141,7 @@ func newInit() *cobra.Command {
 		Short: "create a new array in a data directory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o, err := f.options()
-			if err != nil {
-				return err
-			}
-			cfg, err := array.Init(nil, dir, o)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "created array %s (id %s) in %s: %d SSDs of %s, NVRAM %s\n",
-				cfg.Name, cfg.ID, dir, cfg.SSDs, array.FormatSize(o.SSDSize), array.FormatSize(o.NVRAMSize))
-			return nil
+			return f.create(dir, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "./vfa-data", "data directory")
@@ -120,6 +153,7 @@ func newRun() *cobra.Command {
 	var dir, logLevel string
 	var keyRotation time.Duration
 	var listen, portals []string
+	var sshAddr string
 	var demo bool
 	var f initFlags
 	cmd := &cobra.Command{
@@ -134,15 +168,9 @@ func newRun() *cobra.Command {
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 			out := cmd.OutOrStdout()
 			if !array.Exists(nil, dir) {
-				o, err := f.options()
-				if err != nil {
+				if err := f.create(dir, out); err != nil {
 					return err
 				}
-				cfg, err := array.Init(nil, dir, o)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "created array %s (id %s) in %s\n", cfg.Name, cfg.ID, dir)
 			}
 			t0 := time.Now()
 			a, err := array.Open(array.Options{Dir: dir, Logger: logger, KeyRotation: keyRotation})
@@ -170,10 +198,33 @@ func newRun() *cobra.Command {
 				a.Close()
 				return err
 			}
+			advertised := portals
+			if len(advertised) == 0 {
+				for _, ad := range tgt.Addrs() {
+					advertised = append(advertised, ad.String())
+				}
+			}
+			if ok, err := mgmt.HasAdmin(a); err == nil && !ok {
+				pw, err := mgmt.SetupAdmin(a, "")
+				if err != nil {
+					tgt.Close()
+					a.Close()
+					return err
+				}
+				fmt.Fprintf(out, "pureuser password (shown once): %s\n", pw)
+			}
+			ssh, err := mgmt.New(a, mgmt.Config{Addr: sshAddr, Portals: advertised, Logger: logger})
+			if err != nil {
+				tgt.Close()
+				a.Close()
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			serveErr := make(chan error, 1)
+			serveErr := make(chan error, 2)
 			go func() { serveErr <- tgt.Serve(ctx) }()
+			go func() { serveErr <- ssh.Serve(ctx) }()
+			fmt.Fprintf(out, "management: ssh -p %d pureuser@%s\n", ssh.Addr().(*net.TCPAddr).Port, ssh.Addr().(*net.TCPAddr).IP)
 			fmt.Fprintf(out, "iSCSI target %s\n", a.TargetName())
 			for _, ad := range tgt.Addrs() {
 				fmt.Fprintf(out, "  listening on %s\n", ad)
@@ -186,10 +237,11 @@ func newRun() *cobra.Command {
 			case <-ctx.Done():
 			case err := <-serveErr:
 				if err != nil {
-					logger.Error("iSCSI target stopped", "err", err)
+					logger.Error("a server stopped", "err", err)
 				}
 			}
 			fmt.Fprintln(out, "shutting down")
+			ssh.Close()
 			tgt.Close()
 			if err := a.Close(); err != nil && !errors.Is(err, context.Canceled) {
 				return err
@@ -202,6 +254,7 @@ func newRun() *cobra.Command {
 	cmd.Flags().DurationVar(&keyRotation, "key-rotation", 24*time.Hour, "array key rotation interval")
 	cmd.Flags().StringArrayVar(&listen, "iscsi", []string{"127.0.0.1:3260"}, "iSCSI listen address (repeatable)")
 	cmd.Flags().StringArrayVar(&portals, "portal-address", nil, "portal address HOST:PORT advertised in SendTargets (repeatable; default: the listen addresses)")
+	cmd.Flags().StringVar(&sshAddr, "ssh", mgmt.DefaultAddr, "management SSH address")
 	cmd.Flags().BoolVar(&demo, "demo", false, "create a volume 'demo' connected at LUN 1 to every initiator that is in no host")
 	f.add(cmd)
 	return cmd
