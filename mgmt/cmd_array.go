@@ -15,13 +15,24 @@ const Version = "0.1.0"
 
 func arrayGroup() *group {
 	g := &group{name: "purearray", summary: "show and rename the array, its controller and its space"}
+	listFlags := []flagSpec{
+		{name: "controller", help: "list the controller"},
+		{name: "space", help: "list capacity, space use and data reduction"},
+	}
+	feats := arrayFeatures()
+	for _, f := range feats {
+		if f.listFlag.name != "" {
+			listFlags = append(listFlags, f.listFlag)
+		}
+	}
 	g.subs = []*command{
 		{name: "list", summary: "list the array's identity, its controller or its space", maxArgs: 0, list: true,
-			flags: []flagSpec{
-				{name: "controller", help: "list the controller"},
-				{name: "space", help: "list capacity, space use and data reduction"},
-			}, run: arrayList},
+			flags: listFlags, run: arrayList},
 		{name: "rename", summary: "rename the array", args: "NEW-NAME", minArgs: 1, maxArgs: 1, mutates: true, run: arrayRename},
+	}
+	g.subs = append(g.subs, featureCommands(feats)...)
+	for _, f := range feats {
+		g.subs = append(g.subs, f.commands...)
 	}
 	for _, c := range g.subs {
 		c.group = g.name
@@ -30,8 +41,19 @@ func arrayGroup() *group {
 }
 
 func arrayList(e *env, p *parsed) error {
-	if p.has("controller") && p.has("space") {
-		return usagef("--controller and --space cannot be combined")
+	views := []string{"controller", "space"}
+	for _, f := range arrayFeatures() {
+		if f.listFlag.name != "" {
+			views = append(views, f.listFlag.name)
+		}
+	}
+	if p.count(views...) > 1 {
+		return usagef("only one of --%s may be given", strings.Join(views, ", --"))
+	}
+	for _, f := range arrayFeatures() {
+		if f.listFlag.name != "" && p.has(f.listFlag.name) {
+			return f.list(e, p)
+		}
 	}
 	a := e.a()
 	switch {
@@ -170,4 +192,88 @@ func messageList(e *env, p *parsed) error {
 	}
 	e.print(t)
 	return nil
+}
+
+// arrayFeature is an optional capability of the array managed with
+// `purearray enable|disable|test FEATURE` and listed with `purearray list
+// --FEATURE`: the security token (cmd_token.go) and phone home
+// (cmd_phonehome.go). A feature may also bring whole subcommands.
+type arrayFeature struct {
+	name         string // "security-token", "phonehome"
+	enableFlags  []flagSpec
+	disableFlags []flagSpec
+	testFlags    []flagSpec
+	enable       func(e *env, p *parsed) error // nil: not enableable
+	disable      func(e *env, p *parsed) error
+	test         func(e *env, p *parsed) error
+	listFlag     flagSpec
+	list         func(e *env, p *parsed) error
+	commands     []*command
+}
+
+func arrayFeatures() []arrayFeature {
+	return append(tokenFeatures(), phonehomeFeatures()...)
+}
+
+// featureCommands builds enable, disable and test: each takes the feature
+// name as its argument and the union of the features' flags, and refuses a
+// flag the named feature does not take.
+func featureCommands(feats []arrayFeature) []*command {
+	type verb struct {
+		name, summary string
+		flags         func(f arrayFeature) []flagSpec
+		run           func(f arrayFeature) func(e *env, p *parsed) error
+		mutates       bool
+	}
+	verbs := []verb{
+		{"enable", "enable a feature", func(f arrayFeature) []flagSpec { return f.enableFlags },
+			func(f arrayFeature) func(e *env, p *parsed) error { return f.enable }, true},
+		{"disable", "disable a feature", func(f arrayFeature) []flagSpec { return f.disableFlags },
+			func(f arrayFeature) func(e *env, p *parsed) error { return f.disable }, true},
+		{"test", "test a feature", func(f arrayFeature) []flagSpec { return f.testFlags },
+			func(f arrayFeature) func(e *env, p *parsed) error { return f.test }, false},
+	}
+	var out []*command
+	for _, v := range verbs {
+		var names []string
+		var flags []flagSpec
+		seen := map[string]bool{}
+		for _, f := range feats {
+			if v.run(f) == nil {
+				continue
+			}
+			names = append(names, f.name)
+			for _, fl := range v.flags(f) {
+				if !seen[fl.name] {
+					seen[fl.name] = true
+					flags = append(flags, fl)
+				}
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		v := v
+		out = append(out, &command{name: v.name, summary: v.summary + " (" + strings.Join(names, ", ") + ")",
+			args: strings.Join(names, "|"), minArgs: 1, maxArgs: 1, flags: flags, mutates: v.mutates,
+			run: func(e *env, p *parsed) error {
+				for _, f := range arrayFeatures() {
+					if f.name != p.args[0] || v.run(f) == nil {
+						continue
+					}
+					allowed := map[string]bool{}
+					for _, fl := range v.flags(f) {
+						allowed[fl.name] = true
+					}
+					for _, fl := range flags {
+						if p.has(fl.name) && !allowed[fl.name] {
+							return usagef("--%s does not apply to %s", fl.name, f.name)
+						}
+					}
+					return v.run(f)(e, p)
+				}
+				return usagef("unknown feature %q (one of %s)", p.args[0], strings.Join(names, ", "))
+			}})
+	}
+	return out
 }
