@@ -385,3 +385,33 @@ func TestDeviceFull(t *testing.T) {
 }
 
 var _ = filepath.Join
+
+func TestSystemKeyWhileLockedAndDegraded(t *testing.T) {
+	o, _ := faultArray(t)
+	s, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, err := s.SystemKey("certificates")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if locked, _ := s.Locked(); !locked {
+		t.Fatal("a store that was not unlocked says it is unlocked")
+	}
+	s.Close()
+	os.Remove(ssdPath(o.Dir, 2))
+	os.Remove(ssdPath(o.Dir, 6))
+	s, err = Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k2, err := s.SystemKey("certificates")
+	if err != nil || string(k1) != string(k2) {
+		t.Fatalf("system key with two SSDs missing: %v (same: %v)", err, string(k1) == string(k2))
+	}
+	if other, _ := s.SystemKey("phonehome"); string(other) == string(k2) {
+		t.Fatal("labels must derive different keys")
+	}
+}

@@ -178,6 +178,9 @@ func Create(o Options, c CreateOptions) error {
 		}
 		d.Close()
 	}
+	if err := createSystemShares(fs, o.Dir, o.SSDs); err != nil {
+		return err
+	}
 	nv := &devsb.Superblock{
 		Kind: devsb.KindNVRAM, ArrayID: o.ArrayID, DeviceID: ids[o.SSDs], Devices: uint16(o.SSDs),
 		Capacity: c.NVRAMSize, Cur: toDevsbSlot(slots[ids[o.SSDs]]),
@@ -292,6 +295,9 @@ type Store struct {
 	k       *keys.Keys
 	genSeen uint64 // highest key generation seen or attempted
 	maxIO   int    // largest write, bytes (bounded by NVRAM size)
+
+	sysKey    []byte // see systemkey.go
+	sysKeyErr error
 	lastRot time.Time
 
 	dek    cipher.AEAD
@@ -342,6 +348,12 @@ func Open(o Options) (s *Store, err error) {
 	if s.vols, err = loadVolumes(s); err != nil {
 		s.db.Close()
 		return nil, err
+	}
+	if err := s.loadSystemKey(); err != nil {
+		// Not fatal: the data path does not need it; configuration secrets
+		// are unavailable and say why.
+		s.sysKeyErr = err
+		s.o.Logger.Warn("system key unavailable", "err", err)
 	}
 	return s, nil
 }
