@@ -1,7 +1,7 @@
 package datapath
 
 import (
-	"errors"
+	"bytes"
 	"fmt"
 	"sort"
 
@@ -113,16 +113,36 @@ func (s *Store) Space() (Space, []VolumeSpace, error) {
 	s.vols.mu.RUnlock()
 	sort.Slice(vols, func(i, j int) bool { return vols[i].rec.ID < vols[j].rec.ID })
 
-	refs := func(fp *FP) (location, error) {
-		v, c, err := snap.Get(dedupKey(fp))
-		if err != nil {
-			if errors.Is(err, pebble.ErrNotFound) {
-				return location{}, fmt.Errorf("%w: block %x is mapped but not in the dedup index", ErrMedium, fp[:8])
+	// Dedup entries are looked up in sorted batches with one iterator
+	// (bloom-filtered prefix seeks), not one Get per block.
+	dit, err := snap.NewIter(&pebble.IterOptions{LowerBound: []byte{pfxDedup}, UpperBound: []byte{pfxDedup + 1}})
+	if err != nil {
+		return Space{}, nil, err
+	}
+	defer dit.Close()
+	type visible struct {
+		medium uint64
+		fp     FP
+	}
+	lookupAll := func(batch []visible, fn func(v *visible, loc location)) error {
+		sort.Slice(batch, func(i, j int) bool { return bytes.Compare(batch[i].fp[:], batch[j].fp[:]) < 0 })
+		var k [33]byte
+		k[0] = pfxDedup
+		for i := range batch {
+			copy(k[1:], batch[i].fp[:])
+			if !dit.SeekPrefixGE(k[:]) || !bytes.Equal(dit.Key(), k[:]) {
+				if err := dit.Error(); err != nil {
+					return err
+				}
+				return fmt.Errorf("%w: block %x is mapped but not in the dedup index", ErrMedium, batch[i].fp[:8])
 			}
-			return location{}, err
+			loc, err := decodeLocation(dit.Value())
+			if err != nil {
+				return err
+			}
+			fn(&batch[i], loc)
 		}
-		defer c.Close()
-		return decodeLocation(v)
+		return nil
 	}
 	// How many volume chains include each medium: entries of a medium in one
 	// chain are visible to that volume only.
@@ -143,28 +163,37 @@ func (s *Store) Space() (Space, []VolumeSpace, error) {
 	var out []VolumeSpace
 	for vi, vc := range vols {
 		vsp := VolumeSpace{ID: vc.rec.ID, Name: vc.rec.Name, Size: vc.rec.Size}
+		var batch []visible
+		vi := vi
+		account := func(v *visible, loc location) {
+			if loc.refs == 1 && inChains[v.medium] == 1 {
+				vsp.Unique += int64(loc.length)
+				return
+			}
+			u := uses[v.fp]
+			if u == nil {
+				u = &fpUse{length: int64(loc.length), refs: loc.refs}
+				uses[v.fp] = u
+			}
+			u.visible++
+			u.owner = vi
+		}
 		err := walkVisible(snap, vc.chain, func(m, b uint64, e mapEntry) error {
 			vsp.Written += BlockSize
 			if e.kind != entryData {
 				return nil
 			}
-			loc, err := refs(&e.fp)
-			if err != nil {
+			batch = append(batch, visible{m, e.fp})
+			if len(batch) == 1<<14 {
+				err := lookupAll(batch, account)
+				batch = batch[:0]
 				return err
 			}
-			if loc.refs == 1 && inChains[m] == 1 {
-				vsp.Unique += int64(loc.length)
-				return nil
-			}
-			u := uses[e.fp]
-			if u == nil {
-				u = &fpUse{length: int64(loc.length), refs: loc.refs}
-				uses[e.fp] = u
-			}
-			u.visible++
-			u.owner = vi
 			return nil
 		})
+		if err == nil && len(batch) > 0 {
+			err = lookupAll(batch, account)
+		}
 		if err != nil {
 			return Space{}, nil, err
 		}

@@ -298,7 +298,7 @@ type Store struct {
 
 	sysKey    []byte // see systemkey.go
 	sysKeyErr error
-	lastRot time.Time
+	lastRot   time.Time
 
 	dek    cipher.AEAD
 	fpKey  []byte
