@@ -107,8 +107,12 @@ func TestMissingDevices(t *testing.T) {
 			if err != nil {
 				t.Fatalf("degraded array did not unlock: %v", err)
 			}
-			defer s.Close()
+			defer func() { s.Close() }()
 			checkData(t, s, data, "degraded read")
+			// The device set changed: the array key was rotated once.
+			if g := s.KeyGeneration(); g != 2 || !log.has("keys.rotated", "") {
+				t.Errorf("key generation %d after a device went missing, want 2", g)
+			}
 			for _, slot := range missing {
 				if !log.has("device.failed", SSDName(slot)) {
 					t.Errorf("no alert for missing %s", SSDName(slot))
@@ -129,6 +133,16 @@ func TestMissingDevices(t *testing.T) {
 			if sp := checkSpace(t, s); sp.Parity != float64(2-len(missing))/2 {
 				t.Errorf("parity %.2f with %d missing", sp.Parity, len(missing))
 			}
+			// Another boot with the same devices does not rotate again.
+			s.Close()
+			s, err = openWith(t, o, &log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g := s.KeyGeneration(); g != 2 {
+				t.Errorf("key generation %d after an unchanged reboot, want 2", g)
+			}
+			checkData(t, s, data, "degraded reboot")
 		})
 	}
 	t.Run("three", func(t *testing.T) {

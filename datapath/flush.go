@@ -422,6 +422,7 @@ func (s *Store) flusher() {
 		}
 		s.runJobs()
 		s.rotateIfDue()
+		s.checkDeviceSet()
 		if err := s.deleteMedia(); err != nil {
 			s.failFlush(err)
 		}

@@ -2,6 +2,8 @@ package datapath
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"crypto/aes"
 	"crypto/cipher"
 	"errors"
@@ -198,6 +200,11 @@ func Create(o Options, c CreateOptions) error {
 	_ = b.Set(controlKey("ids"), encodeU64s(1, 1), nil)
 	_ = b.Set(controlKey("space"), encodeU64s(0, 0), nil)
 	_ = b.Set(controlKey("keyrot"), encodeU64s(uint64(o.Now().UnixNano())), nil)
+	h := sha256.New()
+	for i := 0; i < o.SSDs; i++ {
+		h.Write(ids[i][:])
+	}
+	_ = b.Set(controlKey("keyset"), []byte(hex.EncodeToString(h.Sum(nil))), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		db.Close()
 		return err
@@ -420,6 +427,13 @@ func (s *Store) Unlock() (err error) {
 			s.event(Warning, "device.missing", SSDName(i), "device is missing or failed; reads are rebuilt from parity")
 		}
 	}
+	// A device set different from the one of the last rotation (a device
+	// failed, was removed or came back) is a configuration change: rotate.
+	if set := s.deviceSetDigest(); set != s.storedDeviceSet() {
+		if err := s.RotateKeys("device set changed"); err != nil {
+			s.event(Warning, "keys.rotation", "keys", err.Error())
+		}
+	}
 	s.unlocked.Store(true)
 	return nil
 }
@@ -538,7 +552,7 @@ func (s *Store) rotateLocked(gen uint64, why string) error {
 	s.genSeen = max(s.genSeen, gen)
 	var specs []keys.DeviceSpec
 	for i, sb := range s.sbs {
-		if s.devs[i] != nil {
+		if s.devs[i] != nil && s.devs[i].Failed() == nil {
 			specs = append(specs, keys.DeviceSpec{ID: sb.DeviceID, HoldsShare: true})
 		}
 	}
@@ -585,7 +599,42 @@ func (s *Store) RotateKeys(why string) error {
 	}
 	now := s.o.Now()
 	s.lastRot = now
-	return s.db.Set(controlKey("keyrot"), encodeU64s(uint64(now.UnixNano())), pebble.Sync)
+	b := s.db.NewBatch()
+	defer b.Close()
+	_ = b.Set(controlKey("keyrot"), encodeU64s(uint64(now.UnixNano())), nil)
+	_ = b.Set(controlKey("keyset"), []byte(s.deviceSetDigest()), nil)
+	return b.Commit(pebble.Sync)
+}
+
+// deviceSetDigest names the set of usable SSDs (their ids, in slot order).
+func (s *Store) deviceSetDigest() string {
+	h := sha256.New()
+	for i, d := range s.devs {
+		if d != nil && d.Failed() == nil {
+			h.Write(s.sbs[i].DeviceID[:])
+		} else {
+			h.Write(make([]byte, 16))
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (s *Store) storedDeviceSet() string {
+	v, c, err := s.db.Get(controlKey("keyset"))
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	return string(v)
+}
+
+// checkDeviceSet rotates the array key when a device failed while running.
+func (s *Store) checkDeviceSet() {
+	if set := s.deviceSetDigest(); set != s.storedDeviceSet() {
+		if err := s.RotateKeys("device set changed"); err != nil {
+			s.event(Warning, "keys.rotation", "keys", err.Error())
+		}
+	}
 }
 
 // rotateIfDue rotates the array key when the rotation interval has passed.
