@@ -86,14 +86,18 @@ func verifyBlocks(t testing.TB, v *Volume, states []blockState) {
 func TestCrashMemFS(t *testing.T) {
 	iterations := 12
 	if testing.Short() {
-		iterations = 3
+		iterations = 4
 	}
+	var gcSegments uint64
 	for it := 0; it < iterations; it++ {
-		t.Run(fmt.Sprintf("seed%d", it), func(t *testing.T) { crashOnce(t, uint64(it)) })
+		t.Run(fmt.Sprintf("seed%d", it), func(t *testing.T) { gcSegments += crashOnce(t, uint64(it)) })
+	}
+	if gcSegments == 0 {
+		t.Error("no crash happened after GC had moved anything: the test does not cover GC")
 	}
 }
 
-func crashOnce(t *testing.T, seed uint64) {
+func crashOnce(t *testing.T, seed uint64) uint64 {
 	r := rand.New(rand.NewPCG(seed, 77))
 	fs := vfs.NewCrashableMem()
 	s := newTestStore(t, fs, func(o *Options) { o.FlushBytes = 64 << 10; o.FlushDelay = 5 * time.Millisecond })
@@ -139,12 +143,15 @@ func crashOnce(t *testing.T, seed uint64) {
 		rr := rand.New(rand.NewPCG(seed, 99))
 		for i := 0; !stop.Load(); i++ {
 			time.Sleep(time.Duration(2+rr.IntN(10)) * time.Millisecond)
-			if i%3 == 0 {
+			switch i % 4 {
+			case 0:
 				_ = s.RotateKeys("crash test")
+			default:
+				_ = s.gcFromTest() // relocate live blocks of overwritten segments
 			}
 		}
 	}()
-	time.Sleep(time.Duration(30+r.IntN(150)) * time.Millisecond)
+	time.Sleep(time.Duration(100+r.IntN(300)) * time.Millisecond)
 	// Crash: the clone is taken atomically; the states must be read at the
 	// same instant, so writers are held while it happens.
 	mu.Lock()
@@ -153,7 +160,9 @@ func crashOnce(t *testing.T, seed uint64) {
 	mu.Unlock()
 	stop.Store(true)
 	wg.Wait()
+	gcSegments := s.gcStats.segments.Load()
 	s.Close()
+	t.Logf("crash after %d segments collected by GC and key generation %d", gcSegments, s.KeyGeneration())
 
 	s2 := newTestStore(t, crashed)
 	defer s2.Close()
@@ -172,6 +181,7 @@ func crashOnce(t *testing.T, seed uint64) {
 		t.Fatal(err)
 	}
 	checkSpace(t, s2)
+	return gcSegments
 }
 
 // --- SIGKILL of a real process ----------------------------------------------
