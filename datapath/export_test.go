@@ -15,6 +15,6 @@ func (s *Store) nvramStats() string { return fmt.Sprintf("%+v", s.log.Stats()) }
 
 func (s *Store) flushTimes() string {
 	st := &s.flushStats
-	return fmt.Sprintf("batches %d reduce %v write %v commit %v", st.batches.Load(),
+	return fmt.Sprintf("batches %d compressed %d reduce %v write %v commit %v", st.batches.Load(), st.compressed.Load(),
 		time.Duration(st.reduceNanos.Load()), time.Duration(st.writeNanos.Load()), time.Duration(st.commitNanos.Load()))
 }

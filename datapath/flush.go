@@ -973,6 +973,7 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 			return nil
 		}
 		dst := comp[i*cb : (i+1)*cb]
+		s.flushStats.compressed.Add(1)
 		n, err := reds[w].lz.CompressBlock(im.data, dst)
 		if err == nil && n > 0 && n < BlockSize-64 {
 			im.comp, im.compLen = dst[:n], n

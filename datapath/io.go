@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"vfa/nvram"
 )
@@ -82,6 +83,7 @@ func (v *Volume) Write(ctx context.Context, p []byte, sector uint64) error {
 // lock, so the medium is the one current when the write is ordered), checks
 // space and appends to NVRAM. held says the caller holds v.mu exclusively.
 func (v *Volume) append(ctx context.Context, op uint8, payload []byte, sector, n uint64, held bool) error {
+	t0 := time.Now()
 	s := v.s
 	if err := s.usable(); err != nil {
 		return err
@@ -117,6 +119,7 @@ func (v *Volume) append(ctx context.Context, op uint8, payload []byte, sector, n
 	}
 	s.stats.writes.Add(1)
 	s.stats.writeBytes.Add(n * SectorSize)
+	s.stats.writeNanos.Add(uint64(time.Since(t0)))
 	return nil
 }
 
@@ -238,6 +241,7 @@ func (v *Volume) Flush(ctx context.Context) error {
 
 // Read fills p from sector.
 func (v *Volume) Read(ctx context.Context, p []byte, sector uint64) error {
+	t0 := time.Now()
 	n, err := v.s.bufSectors(p)
 	if err != nil {
 		return err
@@ -279,6 +283,7 @@ func (v *Volume) Read(ctx context.Context, p []byte, sector uint64) error {
 	}
 	s.stats.reads.Add(1)
 	s.stats.readBytes.Add(uint64(len(orig)))
+	s.stats.readNanos.Add(uint64(time.Since(t0)))
 	return nil
 }
 

@@ -2,10 +2,10 @@ package datapath
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -335,7 +335,7 @@ type Store struct {
 	redOnce    sync.Once
 	reds       []*reducer
 	gcStats    struct{ segments, bytes atomic.Uint64 }
-	flushStats struct{ batches, reduceNanos, writeNanos, commitNanos atomic.Uint64 }
+	flushStats struct{ batches, reduceNanos, writeNanos, commitNanos, compressed atomic.Uint64 }
 }
 
 // Open opens the array's metadata store and devices. The array starts
