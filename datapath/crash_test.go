@@ -151,7 +151,12 @@ func crashOnce(t *testing.T, seed uint64) uint64 {
 			}
 		}
 	}()
-	time.Sleep(time.Duration(100+r.IntN(300)) * time.Millisecond)
+	// Crash at a random moment after GC has relocated something, so that
+	// crashes land among relocations, rotations and flushes.
+	for deadline := time.Now().Add(30 * time.Second); s.gcStats.segments.Load() == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(time.Duration(r.IntN(200)) * time.Millisecond)
 	// Crash: the clone is taken atomically; the states must be read at the
 	// same instant, so writers are held while it happens.
 	mu.Lock()

@@ -602,12 +602,18 @@ func (s *Store) RotateKeys(why string) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(controlKey("keyrot"), encodeU64s(uint64(now.UnixNano())), nil)
-	_ = b.Set(controlKey("keyset"), []byte(s.deviceSetDigest()), nil)
+	_ = b.Set(controlKey("keyset"), []byte(s.deviceSetDigestLocked()), nil)
 	return b.Commit(pebble.Sync)
 }
 
 // deviceSetDigest names the set of usable SSDs (their ids, in slot order).
 func (s *Store) deviceSetDigest() string {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	return s.deviceSetDigestLocked()
+}
+
+func (s *Store) deviceSetDigestLocked() string {
 	h := sha256.New()
 	for i, d := range s.devs {
 		if d != nil && d.Failed() == nil {
