@@ -207,6 +207,7 @@ func (fb *flushBatch) commit() error {
 		del bool
 	}
 	var upd []cacheUpd
+	summaries := map[uint64][]sumEntry{} // segment -> blocks stored there by this batch
 	for fp, c := range fb.dd {
 		fp := fp
 		refs := int64(c.loc.refs) + c.delta
@@ -219,11 +220,10 @@ func (fb *flushBatch) commit() error {
 		if refs == 0 {
 			if c.found {
 				_ = b.Delete(dedupKey(&fp), nil)
-				seg, off := c.loc.seg, c.loc.off
+				seg := c.loc.seg
 				if c.moved {
-					seg, off = c.oldSeg, c.oldOff
+					seg = c.oldSeg
 				}
-				_ = b.Delete(reverseKey(seg, off), nil)
 				fb.live(seg, -int64(c.loc.length), -1)
 				uniq--
 				stored -= int64(c.loc.length)
@@ -236,17 +236,20 @@ func (fb *flushBatch) commit() error {
 		loc.refs = uint64(refs)
 		_ = b.Set(dedupKey(&fp), loc.encode(), nil)
 		if c.isNew {
-			_ = b.Set(reverseKey(loc.seg, loc.off), fp[:], nil)
+			summaries[loc.seg] = append(summaries[loc.seg], sumEntry{loc.off, fp})
 			fb.live(loc.seg, int64(loc.length), 1)
 			uniq++
 			stored += int64(loc.length)
 		} else if c.moved {
-			_ = b.Delete(reverseKey(c.oldSeg, c.oldOff), nil)
-			_ = b.Set(reverseKey(loc.seg, loc.off), fp[:], nil)
+			summaries[loc.seg] = append(summaries[loc.seg], sumEntry{loc.off, fp})
 			fb.live(c.oldSeg, -int64(loc.length), -1)
 			fb.live(loc.seg, int64(loc.length), 1)
 		}
 		upd = append(upd, cacheUpd{fp: fp, loc: loc})
+	}
+	for seg, es := range summaries {
+		sort.Slice(es, func(i, j int) bool { return es[i].off < es[j].off })
+		_ = b.Set(reverseKey(seg, es[0].off), encodeSummary(es), nil)
 	}
 	// Segment records.
 	sa := s.seg
@@ -281,6 +284,7 @@ func (fb *flushBatch) commit() error {
 	for _, id := range fb.freed {
 		freed[id] = true
 		_ = b.Delete(u64Key(pfxSegment, id), nil)
+		_ = b.DeleteRange(reverseKey(id, 0), reverseKey(id+1, 0), nil)
 	}
 	for id, r := range newRecs {
 		if freed[id] {

@@ -1,7 +1,6 @@
 package datapath
 
 import (
-	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -96,46 +95,49 @@ func (s *Store) relocate(fb *flushBatch, id uint64) (int64, error) {
 	buf := make([]byte, BlockSize+gcmTag)
 	var plain [BlockSize]byte
 	for it.First(); it.Valid(); it.Next() {
-		k := it.Key()
-		off := binary.BigEndian.Uint32(k[9:])
-		var fp FP
-		if len(it.Value()) != 32 {
-			return 0, fmt.Errorf("%w: reverse entry", errBadMeta)
-		}
-		copy(fp[:], it.Value())
-		c, err := fb.change(&fp)
+		es, err := decodeSummary(it.Value())
 		if err != nil {
 			return 0, err
 		}
-		if !c.found || c.loc.seg != id || c.loc.off != off || c.isNew {
-			continue // stale reverse entry (should not happen) or already moved
-		}
-		loc := c.loc
-		b := buf[:loc.length]
-		if err := s.set.Read(s.ctx, au, id, int64(off), b); err != nil {
-			return 0, err
-		}
-		var nonce [12]byte
-		var aad [13]byte
-		blockAddr(id, off, loc.flags, &nonce, &aad)
-		pt, err := s.dek.Open(plain[:0], nonce[:], b, aad[:])
-		if err != nil {
-			if rerr := s.set.ReadRebuild(s.ctx, au, id, int64(off), b); rerr != nil {
-				return 0, fmt.Errorf("block at %d: %w", off, err)
+		for _, e := range es {
+			off, fp := e.off, e.fp
+			c, err := fb.change(&fp)
+			if err != nil {
+				return 0, err
 			}
-			if pt, err = s.dek.Open(plain[:0], nonce[:], b, aad[:]); err != nil {
-				return 0, fmt.Errorf("block at %d: %w", off, err)
+			if !c.found || c.loc.seg != id || c.loc.off != off || c.isNew || c.moved {
+				continue // dead (or stored elsewhere): nothing to move
 			}
+			if int64(c.loc.refs)+c.delta <= 0 {
+				continue // dies in this batch
+			}
+			loc := c.loc
+			b := buf[:loc.length]
+			if err := s.set.Read(s.ctx, au, id, int64(off), b); err != nil {
+				return 0, err
+			}
+			var nonce [12]byte
+			var aad [13]byte
+			blockAddr(id, off, loc.flags, &nonce, &aad)
+			pt, err := s.dek.Open(plain[:0], nonce[:], b, aad[:])
+			if err != nil {
+				if rerr := s.set.ReadRebuild(s.ctx, au, id, int64(off), b); rerr != nil {
+					return 0, fmt.Errorf("block at %d: %w", off, err)
+				}
+				if pt, err = s.dek.Open(plain[:0], nonce[:], b, aad[:]); err != nil {
+					return 0, fmt.Errorf("block at %d: %w", off, err)
+				}
+			}
+			nseg, noff, dst, err := fb.pk.place(int(loc.length))
+			if err != nil {
+				return 0, err
+			}
+			blockAddr(nseg, noff, loc.flags, &nonce, &aad)
+			s.dek.Seal(dst[:0], nonce[:], pt, aad[:])
+			c.moved, c.oldSeg, c.oldOff = true, id, off
+			c.loc.seg, c.loc.off = nseg, noff
+			moved += int64(loc.length)
 		}
-		nseg, noff, dst, err := fb.pk.place(int(loc.length))
-		if err != nil {
-			return 0, err
-		}
-		blockAddr(nseg, noff, loc.flags, &nonce, &aad)
-		s.dek.Seal(dst[:0], nonce[:], pt, aad[:])
-		c.moved, c.oldSeg, c.oldOff = true, id, off
-		c.loc.seg, c.loc.off = nseg, noff
-		moved += int64(loc.length)
 	}
 	return moved, it.Error()
 }

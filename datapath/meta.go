@@ -18,7 +18,12 @@ package datapath
 //	'd' fingerprint (32)                 dedup entry: version, segment id (8), offset (4),
 //	                                     stored length (4), flags (1: bit 0 = LZ4),
 //	                                     references (8)
-//	'r' segment id (8) offset (4)        fingerprint (32) of the block stored there
+//	'r' segment id (8) offset (4)        segment summary: version, count (4), then count
+//	                                     entries of offset (4) + fingerprint (32): the
+//	                                     blocks one flush (or GC pass) stored in that
+//	                                     segment, the key's offset being the first.
+//	                                     Entries are not removed when a block dies; GC
+//	                                     checks each against the dedup index.
 //	's' segment id (8)                   segment record: version, AU (4), rows written (4),
 //	                                     payload fill (4), live bytes (8), live blocks (8)
 //	'o' ...                              array objects, owned by package array
@@ -90,6 +95,42 @@ func decodeMapKey(k []byte) (medium, block uint64, ok bool) {
 }
 
 func dedupKey(fp *FP) []byte { return append([]byte{pfxDedup}, fp[:]...) }
+
+// sumEntry is one block of a segment summary.
+type sumEntry struct {
+	off uint32
+	fp  FP
+}
+
+const sumEntrySize = 4 + 32
+
+func encodeSummary(es []sumEntry) []byte {
+	b := make([]byte, 0, 5+len(es)*sumEntrySize)
+	b = append(b, metaVersion)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(es)))
+	for _, e := range es {
+		b = binary.LittleEndian.AppendUint32(b, e.off)
+		b = append(b, e.fp[:]...)
+	}
+	return b
+}
+
+func decodeSummary(v []byte) ([]sumEntry, error) {
+	if len(v) < 5 || v[0] != metaVersion {
+		return nil, fmt.Errorf("%w: segment summary", errBadMeta)
+	}
+	n := int(binary.LittleEndian.Uint32(v[1:]))
+	if n < 0 || len(v)-5 != n*sumEntrySize {
+		return nil, fmt.Errorf("%w: segment summary of %d entries in %d bytes", errBadMeta, n, len(v))
+	}
+	es := make([]sumEntry, n)
+	for i := range es {
+		p := v[5+i*sumEntrySize:]
+		es[i].off = binary.LittleEndian.Uint32(p)
+		copy(es[i].fp[:], p[4:36])
+	}
+	return es, nil
+}
 
 func reverseKey(seg uint64, off uint32) []byte {
 	k := make([]byte, 13)
