@@ -162,7 +162,7 @@ func BenchmarkRandWrite4KQD32(b *testing.B) {
 
 func BenchmarkRandRead4KQD32(b *testing.B) {
 	s := benchStore(b, 4<<30)
-	info, _ := s.CreateVolume("b", 1<<30)
+	info, _ := s.CreateVolume("b", 256<<20)
 	v, _ := s.Volume(info.ID)
 	src := mixedData(int(info.Size), 3)
 	writeStream(b, v, src, 1<<20, 8, 0)

@@ -96,6 +96,17 @@ type HostCipher interface {
 	Encrypt(sector uint64, p []byte) error
 }
 
+// SetHostCipher installs (or, with nil, removes) the volume's end-to-end
+// encryption stage. Writes are decrypted with it before anything is stored;
+// reads are encrypted with it after the stored data is decrypted.
+func (v *Volume) SetHostCipher(hc HostCipher) {
+	if hc == nil {
+		v.hostKey.Store(nil)
+		return
+	}
+	v.hostKey.Store(&hc)
+}
+
 type mediumState struct {
 	mediumRec
 	deleting bool
