@@ -62,8 +62,6 @@ func (s *Store) lookupLoc(fp *FP) (location, bool, error) {
 	return l, true, nil
 }
 
-var blockBufs = sync.Pool{New: func() any { b := make([]byte, BlockSize+gcmTag+64); return &b }}
-
 // loadBlock reads, authenticates, decrypts and decompresses the block with
 // fingerprint fp into out. errMoved means fp is no longer stored (the caller
 // re-resolves the map).
@@ -88,8 +86,12 @@ func (s *Store) loadBlock(fp *FP, out []byte) error {
 		sa.gate.RUnlock()
 		return fmt.Errorf("%w: block %x has stored length %d", ErrMedium, fp[:8], loc.length)
 	}
-	bp := blockBufs.Get().(*[]byte)
-	defer blockBufs.Put(bp)
+	bp, _ := s.blockBufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, BlockSize+gcmTag+64)
+		bp = &b
+	}
+	defer s.blockBufs.Put(bp)
 	buf := (*bp)[:loc.length]
 	err = s.set.Read(s.ctx, au, loc.seg, int64(loc.off), buf)
 	if err == nil {

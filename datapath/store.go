@@ -332,6 +332,7 @@ type Store struct {
 	jobMu      sync.Mutex
 	jobs       []job
 	chunk      chunkScratch
+	blockBufs  sync.Pool // stored-block read buffers
 	redOnce    sync.Once
 	reds       []*reducer
 	gcStats    struct{ segments, bytes atomic.Uint64 }
