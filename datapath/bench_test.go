@@ -2,11 +2,14 @@ package datapath
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -253,4 +256,104 @@ func BenchmarkReadUnmapped4M(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkMemoryUnique writes VFA_MEM_GIB GiB (default 20) of unique,
+// incompressible data with 1 MiB writes, 8 in flight, and reports the peak
+// resident set size: the dedup index lives in Pebble, so memory must stay
+// bounded however much is written. It needs about 1.4x that much disk.
+//
+//	VFA_MEM_GIB=20 go test -run XXX -bench MemoryUnique -benchtime 1x ./datapath
+func BenchmarkMemoryUnique(b *testing.B) {
+	gib := 20
+	if v := os.Getenv("VFA_MEM_GIB"); v != "" {
+		fmt.Sscan(v, &gib)
+	}
+	total := int64(gib) << 30
+	// As vfa run does: a soft limit that keeps the Go heap compact.
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(DefaultGoMemoryLimit))
+	ssdSize := (total*5/4/6 + 1<<30) &^ (1<<20 - 1) // 8 SSDs, 6 data shards, 25% headroom
+	for i := 0; i < b.N; i++ {
+		s := benchStore(b, ssdSize)
+		info, err := s.CreateVolume("m", total)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v, _ := s.Volume(info.ID)
+		var peak atomic.Int64
+		stop := make(chan struct{})
+		go func() {
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				if r := rssBytes(); r > peak.Load() {
+					peak.Store(r)
+					if os.Getenv("VFA_MEM_DEBUG") != "" {
+						var ms runtime.MemStats
+						runtime.ReadMemStats(&ms)
+						b.Logf("rss %d MiB heap inuse %d MiB sys %d MiB idle %d MiB released %d MiB",
+							r>>20, ms.HeapInuse>>20, ms.HeapSys>>20, ms.HeapIdle>>20, ms.HeapReleased>>20)
+					}
+				}
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+				}
+			}
+		}()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				buf := make([]byte, 1<<20)
+				x := uint64(w+1) * 0x9e3779b97f4a7c15
+				for {
+					off := next.Add(1<<20) - 1<<20
+					if off >= total {
+						return
+					}
+					for j := 0; j < len(buf); j += 8 {
+						x ^= x << 13
+						x ^= x >> 7
+						x ^= x << 17
+						binary.LittleEndian.PutUint64(buf[j:], x)
+					}
+					if err := v.Write(context.Background(), buf, uint64(off)/SectorSize); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		if p := os.Getenv("VFA_MEM_PROFILE"); p != "" {
+			if f, err := os.Create(p); err == nil {
+				pprof.WriteHeapProfile(f)
+				f.Close()
+			}
+		}
+		if err := s.flushAll(); err != nil {
+			b.Fatal(err)
+		}
+		close(stop)
+		el := time.Since(start)
+		b.ReportMetric(float64(peak.Load())/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(float64(total)/el.Seconds()/1e6, "MB/s")
+		s.Close()
+	}
+}
+
+// rssBytes reads this process's resident set size from /proc.
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, res int64
+	fmt.Sscan(string(b), &size, &res)
+	return res * int64(os.Getpagesize())
 }

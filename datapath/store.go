@@ -39,6 +39,10 @@ const (
 	maxIOBytes        = 8 << 20
 	maxWriteSameBytes = 1 << 30
 	segIDReserve      = 4096
+
+	// DefaultGoMemoryLimit is the soft Go heap limit vfa run sets (the
+	// metadata store's caches live outside the Go heap, about 130 MiB more).
+	DefaultGoMemoryLimit = 320 << 20
 )
 
 // Options configure a Store.
@@ -52,7 +56,7 @@ type Options struct {
 	KeyRotation  time.Duration // array key rotation interval (default 24h; <0 disables)
 	FlushDelay   time.Duration // flush pending writes at most this long after they arrive (default 200ms)
 	FlushBytes   int64         // flush as soon as this much is pending (default 8 MiB)
-	PendingLimit int64         // writers wait while this much is pending (default 64 MiB)
+	PendingLimit int64         // writers wait while this much is pending (default 32 MiB)
 	CacheBytes   int64         // Pebble block cache (default 64 MiB)
 	Workers      int           // reduction workers (default GOMAXPROCS)
 	Logger       *slog.Logger
@@ -84,7 +88,7 @@ func (o *Options) setDefaults() {
 		o.FlushBytes = 8 << 20
 	}
 	if o.PendingLimit == 0 {
-		o.PendingLimit = 64 << 20
+		o.PendingLimit = 32 << 20
 	}
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 64 << 20
