@@ -7,6 +7,7 @@ require (
 	github.com/gliderlabs/ssh v0.3.8
 	github.com/hashicorp/vault v1.14.10
 	github.com/klauspost/reedsolomon v1.14.2
+	github.com/ovh/kmip-go v0.8.1
 	github.com/pierrec/lz4/v4 v4.1.33
 	github.com/spf13/cobra v1.10.2
 	github.com/zeebo/blake3 v0.2.4

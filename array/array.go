@@ -51,6 +51,11 @@ type Options struct {
 	Now         func() time.Time
 	// UnlockRetry is how often a locked array retries unlocking (default 30s).
 	UnlockRetry time.Duration
+	// KMIPCheckInterval is how often a running array checks its security
+	// token (default DefaultKMIPCheckInterval; < 0: never). See token.go.
+	KMIPCheckInterval time.Duration
+	// KMIPTimeout bounds each KMIP connection attempt (default 5s).
+	KMIPTimeout time.Duration
 }
 
 // Errors of the array's own operations.
@@ -228,6 +233,7 @@ type Array struct {
 	alerts  alertBook
 	changes changeHub
 	objects *objects
+	token   tokenState // the security token (token.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -274,12 +280,13 @@ func Open(o Options) (*Array, error) {
 		unlock()
 		return nil, err
 	}
-	if err := a.store.Unlock(); err != nil {
+	if err := a.unlockStore(); err != nil {
 		a.raise(Alert{Severity: datapath.Critical, Code: "array.locked", Component: "array", Message: err.Error()})
 		o.Logger.Warn("array is locked", "reason", err)
 		a.wg.Add(1)
 		go a.retryUnlock()
 	}
+	a.startTokenChecks()
 	return a, nil
 }
 
@@ -304,7 +311,8 @@ func (a *Array) TryUnlock() error {
 	if locked, _ := a.store.Locked(); !locked {
 		return nil
 	}
-	if err := a.store.Unlock(); err != nil {
+	if err := a.unlockStore(); err != nil {
+		a.raise(Alert{Severity: datapath.Critical, Code: "array.locked", Component: "array", Message: err.Error()})
 		return err
 	}
 	a.clear("array.locked", "array")

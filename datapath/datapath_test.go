@@ -423,3 +423,23 @@ func TestHostKeyStage(t *testing.T) {
 		t.Fatalf("read is not re-encrypted for the host (%v)", err)
 	}
 }
+
+func TestCleanShutdownReplaysNothing(t *testing.T) {
+	fs := vfs.NewMem()
+	s := newTestStore(t, fs)
+	info, _ := s.CreateVolume("v", 4<<20)
+	v, _ := s.Volume(info.ID)
+	data := make([]byte, 2<<20)
+	fill(data, 3)
+	if err := v.Write(context.Background(), data, 0); err != nil {
+		t.Fatal(err)
+	}
+	// No explicit flush: Close must drain NVRAM into segments.
+	s = reopen(t, s, fs)
+	defer s.Close()
+	if n := s.Replayed(); n != 0 {
+		t.Fatalf("a clean shutdown left %d NVRAM records to replay", n)
+	}
+	v, _ = s.Volume(info.ID)
+	(&model{v: v, data: append(data, make([]byte, 2<<20)...)}).check(t, "after clean shutdown")
+}

@@ -110,8 +110,11 @@ func (s *Store) eraseLocked() error {
 		return err
 	}
 	b := s.db.NewBatch()
-	for _, pfx := range []byte{pfxVolume, pfxName, pfxMedium, pfxMap, pfxDedup, pfxReverse, pfxSegment} {
-		_ = b.DeleteRange([]byte{pfx}, []byte{pfx + 1}, nil)
+	// Everything but the control values and the objects: the volumes, the
+	// media, the block maps, the dedup index, the segments (and whatever
+	// data metadata a later format adds under another prefix).
+	for _, r := range [][2]byte{{0, pfxControl}, {pfxControl + 1, pfxObject}, {pfxObject + 1, 0xff}} {
+		_ = b.DeleteRange([]byte{r[0]}, []byte{r[1]}, nil)
 	}
 	// 3. New devices and key hierarchy (no security token).
 	s.o.Sealer = nil
@@ -188,7 +191,7 @@ func (s *Store) eraseLocked() error {
 		return fmt.Errorf("metadata: %w", err)
 	}
 	b.Close()
-	if err := s.db.Compact(context.Background(), []byte{pfxDedup}, []byte{pfxVolume + 1}, false); err != nil {
+	if err := s.db.Compact(context.Background(), []byte{0}, []byte{0xff}, false); err != nil {
 		return fmt.Errorf("metadata compaction: %w", err)
 	}
 	// 5. In-memory state of an empty array.

@@ -416,6 +416,8 @@ func (s *Store) flusher() {
 		stopping := false
 		select {
 		case <-s.ctx.Done():
+			return // abandoned (crypto-erase): nothing is drained
+		case <-s.stopC:
 			stopping = true
 		case <-s.flushC:
 		case <-timer.C:

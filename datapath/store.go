@@ -325,6 +325,8 @@ type Store struct {
 	lockReason atomic.Pointer[string]
 	ctx        context.Context
 	cancel     context.CancelFunc
+	stopC      chan struct{} // closed by Close: the flusher drains and exits
+	replayed   int
 	wg         sync.WaitGroup
 	stats      ioStats
 	flushMu    sync.Mutex // held by the flusher while it mutates the map; Sync waits on it
@@ -425,6 +427,7 @@ func (s *Store) Unlock() (err error) {
 		return err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.stopC = make(chan struct{})
 	s.wg.Add(1)
 	go s.flusher()
 	for i, d := range s.devs {
@@ -442,6 +445,10 @@ func (s *Store) Unlock() (err error) {
 	s.unlocked.Store(true)
 	return nil
 }
+
+// Replayed is the number of NVRAM records the last unlock replayed (zero
+// after a clean shutdown).
+func (s *Store) Replayed() int { return s.replayed }
 
 // MaxIO is the largest single I/O in bytes.
 func (s *Store) MaxIO() int { return s.maxIO }
@@ -711,6 +718,7 @@ func (s *Store) startNVRAM() error {
 	if err != nil {
 		return fmt.Errorf("nvram0: %w", err)
 	}
+	s.replayed = replayed
 	if replayed > 0 {
 		s.o.Logger.Info("nvram replayed", "records", replayed, "from", from.Seq, "to", end.Seq)
 	}
@@ -734,9 +742,11 @@ func (s *Store) Close() error {
 	}
 	var err error
 	if s.cancel != nil {
-		s.kickFlush()
-		s.cancel()
+		// The flusher drains what is pending with a live context (its I/O
+		// must not be cancelled), then the context is cancelled.
+		close(s.stopC)
 		s.wg.Wait()
+		s.cancel()
 	}
 	if s.log != nil {
 		err = errors.Join(err, s.log.Close())

@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -18,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"vfa/array"
+	"vfa/datapath"
 	"vfa/iscsi"
 	"vfa/mgmt"
 )
@@ -152,8 +156,9 @@ func newInit() *cobra.Command {
 func newRun() *cobra.Command {
 	var dir, logLevel string
 	var keyRotation time.Duration
+	var unlockRetry, kmipCheck, kmipTimeout time.Duration
 	var listen, portals []string
-	var sshAddr string
+	var sshAddr, pprofAddr string
 	var demo bool
 	var f initFlags
 	cmd := &cobra.Command{
@@ -172,8 +177,22 @@ func newRun() *cobra.Command {
 					return err
 				}
 			}
+			if kmipCheck <= 0 {
+				kmipCheck = -1 // never
+			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				// Keep the Go heap compact; the metadata store's caches are
+				// outside it. GOMEMLIMIT overrides.
+				debug.SetMemoryLimit(datapath.DefaultGoMemoryLimit)
+			}
+			if pprofAddr != "" {
+				go func() {
+					logger.Info("profiling", "addr", pprofAddr, "err", http.ListenAndServe(pprofAddr, nil))
+				}()
+			}
 			t0 := time.Now()
-			a, err := array.Open(array.Options{Dir: dir, Logger: logger, KeyRotation: keyRotation})
+			a, err := array.Open(array.Options{Dir: dir, Logger: logger, KeyRotation: keyRotation,
+				UnlockRetry: unlockRetry, KMIPCheckInterval: kmipCheck, KMIPTimeout: kmipTimeout})
 			if err != nil {
 				return err
 			}
@@ -252,9 +271,13 @@ func newRun() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "./vfa-data", "data directory")
 	cmd.Flags().StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	cmd.Flags().DurationVar(&keyRotation, "key-rotation", 24*time.Hour, "array key rotation interval")
+	cmd.Flags().DurationVar(&unlockRetry, "unlock-retry", 30*time.Second, "how often a locked array retries unlocking (fetching its security token)")
+	cmd.Flags().DurationVar(&kmipCheck, "kmip-check-interval", array.DefaultKMIPCheckInterval, "how often a running array checks its security token (KMIP server, certificate, key); 0 or less: never")
+	cmd.Flags().DurationVar(&kmipTimeout, "kmip-timeout", 5*time.Second, "timeout of one KMIP connection attempt")
 	cmd.Flags().StringArrayVar(&listen, "iscsi", []string{"127.0.0.1:3260"}, "iSCSI listen address (repeatable)")
 	cmd.Flags().StringArrayVar(&portals, "portal-address", nil, "portal address HOST:PORT advertised in SendTargets (repeatable; default: the listen addresses)")
 	cmd.Flags().StringVar(&sshAddr, "ssh", mgmt.DefaultAddr, "management SSH address")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go profiling endpoints (net/http/pprof) on this loopback address")
 	cmd.Flags().BoolVar(&demo, "demo", false, "create a volume 'demo' connected at LUN 1 to every initiator that is in no host")
 	f.add(cmd)
 	return cmd
