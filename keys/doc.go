@@ -27,10 +27,12 @@
 // share a generation number (a retried rotation, another array's device) are
 // never combined.
 //
-// The package does no I/O: the caller reads the slots from the device
+// The key hierarchy does no I/O: the caller reads the slots from the device
 // superblocks, hands them to Unlock, and writes back the SlotWrites that Create
-// and Rotate return. Everything here is a function of its arguments and
-// crypto/rand; there is no package-level mutable state, so any number of arrays
+// and Rotate return. Everything there is a function of its arguments and
+// crypto/rand. The one exception is kmip.go, the KMIP client that fetches the
+// security-token key over the network (its connections are the caller's,
+// per call). There is no package-level mutable state, so any number of arrays
 // can use the package side by side.
 //
 // Invariants:
