@@ -357,3 +357,42 @@ func rssBytes() int64 {
 	fmt.Sscan(string(b), &size, &res)
 	return res * int64(os.Getpagesize())
 }
+
+func BenchmarkReadSeq1M(b *testing.B) {
+	s := benchStore(b, 1<<30)
+	info, _ := s.CreateVolume("b", 256<<20)
+	v, _ := s.Volume(info.ID)
+	src := mixedData(int(info.Size), 5)
+	writeStream(b, v, src, 1<<20, 8, 0)
+	if err := s.flushAll(); err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(src)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 1<<20)
+				for {
+					off := next.Add(1<<20) - 1<<20
+					if off >= int64(len(src)) {
+						return
+					}
+					if err := v.Read(context.Background(), buf, uint64(off)/SectorSize); err != nil {
+						b.Error(err)
+						return
+					}
+					if buf[12345] != src[off+12345] {
+						b.Error("read returned wrong data")
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}

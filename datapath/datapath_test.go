@@ -72,13 +72,26 @@ func (m *model) check(t testing.TB, what string) {
 		}
 		off += n
 	}
-	if !bytes.Equal(got, m.data) {
-		for i := range got {
-			if got[i] != m.data[i] {
-				t.Fatalf("%s: first difference at byte %d (sector %d): got %#x want %#x", what, i, i/SectorSize, got[i], m.data[i])
+	compare := func(how string) {
+		if !bytes.Equal(got, m.data) {
+			for i := range got {
+				if got[i] != m.data[i] {
+					t.Fatalf("%s (%s): first difference at byte %d (sector %d): got %#x want %#x", what, how, i, i/SectorSize, got[i], m.data[i])
+				}
 			}
 		}
 	}
+	compare("small reads")
+	// And in large reads (the multi-block path), some not block aligned.
+	clear(got)
+	for off, i := 0, 0; off < len(got); i++ {
+		n := min(len(got)-off, (1<<20)+(i%3)*SectorSize)
+		if err := m.v.Read(ctx, got[off:off+n], uint64(off/SectorSize)); err != nil {
+			t.Fatalf("%s: large read at %d: %v", what, off, err)
+		}
+		off += n
+	}
+	compare("large reads")
 }
 
 // fill writes deterministic, compressible-ish content for a seed.

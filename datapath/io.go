@@ -259,6 +259,15 @@ func (v *Volume) Read(ctx context.Context, p []byte, sector uint64) error {
 	for n > 0 {
 		b := sector / sectorsPerBlock
 		first := sector % sectorsPerBlock
+		if whole := n / sectorsPerBlock; first == 0 && whole >= rangeReadMin {
+			if err := s.readBlocks(st.chain, b, int(whole), p[:whole*BlockSize]); err != nil {
+				return err
+			}
+			p = p[whole*BlockSize:]
+			sector += whole * sectorsPerBlock
+			n -= whole * sectorsPerBlock
+			continue
+		}
 		cnt := min(n, sectorsPerBlock-first)
 		dst := p[:cnt*SectorSize]
 		if first == 0 && cnt == sectorsPerBlock {
