@@ -429,3 +429,8 @@ func (s *Store) blockMapped(chain []chainLink, b uint64) (bool, error) {
 // Flush waits until every write acknowledged so far has left NVRAM for the
 // segments (durability does not need it; space reports and tests do).
 func (s *Store) Flush() error { return s.flushAll() }
+
+// MaxAtomic is the largest write that is atomic: it is one NVRAM record,
+// replayed entirely or not at all after a crash, and it enters the read
+// index under one lock, so no reader sees part of it.
+func (v *Volume) MaxAtomic() int { return v.s.maxIO }
