@@ -119,6 +119,12 @@ func Init(fs vfs.FS, dir string, o InitOptions) (*Config, error) {
 	if err := ValidName(o.Name); err != nil {
 		return nil, err
 	}
+	geo := datapath.CreateOptions{SSDSize: o.SSDSize, NVRAMSize: o.NVRAMSize, AUSize: o.AUSize}
+	if err := datapath.ValidateCreate(o.SSDs, &geo); err != nil {
+		return nil, err
+	}
+	_, statErr := fs.Stat(dir)
+	existed := statErr == nil
 	if err := fs.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -127,8 +133,21 @@ func Init(fs vfs.FS, dir string, o InitOptions) (*Config, error) {
 		return nil, err
 	}
 	defer unlock()
-	err = datapath.Create(datapath.Options{Dir: dir, FS: fs, ArrayID: id, SSDs: o.SSDs},
-		datapath.CreateOptions{SSDSize: o.SSDSize, NVRAMSize: o.NVRAMSize, AUSize: o.AUSize})
+	ok := false
+	defer func() {
+		if ok {
+			return
+		}
+		// Leave nothing behind: a failed init creates no array.
+		if !existed {
+			fs.RemoveAll(dir)
+			return
+		}
+		for _, p := range []string{"ssd", "nvram", "meta", ".lock", "array.json.tmp"} {
+			fs.RemoveAll(filepath.Join(dir, p))
+		}
+	}()
+	err = datapath.Create(datapath.Options{Dir: dir, FS: fs, ArrayID: id, SSDs: o.SSDs}, geo)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +155,7 @@ func Init(fs vfs.FS, dir string, o InitOptions) (*Config, error) {
 	if err := writeConfig(fs, dir, cfg); err != nil {
 		return nil, err
 	}
+	ok = true
 	return cfg, nil
 }
 

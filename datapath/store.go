@@ -116,12 +116,17 @@ func metaPath(dir string) string  { return filepath.Join(dir, "meta") }
 // SSDName is the device name of slot i ("ssd03").
 func SSDName(slot int) string { return fmt.Sprintf("ssd%02d", slot) }
 
-// Create makes a new array's devices, key hierarchy and metadata store in
-// o.Dir. The directory must not hold devices already.
-func Create(o Options, c CreateOptions) error {
-	o.setDefaults()
-	if o.SSDs < MinSSDs || o.SSDs > MaxSSDs {
-		return fmt.Errorf("%w: %d SSDs (allowed %d to %d)", ErrInvalid, o.SSDs, MinSSDs, MaxSSDs)
+// Limits of a new array's devices.
+const (
+	MaxSSDSize   = 64 << 40 // sparse files; more than any test machine holds
+	MaxNVRAMSize = 16 << 30
+)
+
+// ValidateCreate checks (and completes with defaults) the geometry of a new
+// array before anything is created.
+func ValidateCreate(ssds int, c *CreateOptions) error {
+	if ssds < MinSSDs || ssds > MaxSSDs {
+		return fmt.Errorf("%w: %d SSDs (allowed %d to %d)", ErrInvalid, ssds, MinSSDs, MaxSSDs)
 	}
 	if c.SSDSize == 0 {
 		c.SSDSize = DefaultSSDSize
@@ -135,12 +140,22 @@ func Create(o Options, c CreateOptions) error {
 	if c.AUSize < 64<<10 || c.AUSize%ssd.PageSize != 0 || c.AUSize > 64<<20 {
 		return fmt.Errorf("%w: AU size %d (a multiple of 4 KiB from 64 KiB to 64 MiB)", ErrInvalid, c.AUSize)
 	}
-	if c.SSDSize < int64(c.AUSize)*8 {
-		return fmt.Errorf("%w: SSD size %d is too small (at least 8 AUs of %d bytes)", ErrInvalid, c.SSDSize, c.AUSize)
+	if c.SSDSize < int64(c.AUSize)*8 || c.SSDSize > MaxSSDSize {
+		return fmt.Errorf("%w: SSD size %d (from 8 AUs of %d bytes to 64 TiB)", ErrInvalid, c.SSDSize, c.AUSize)
 	}
 	c.SSDSize -= c.SSDSize % int64(c.AUSize)
-	if c.NVRAMSize < 4<<20 {
-		return fmt.Errorf("%w: NVRAM size %d is too small (at least 4 MiB)", ErrInvalid, c.NVRAMSize)
+	if c.NVRAMSize < 4<<20 || c.NVRAMSize > MaxNVRAMSize {
+		return fmt.Errorf("%w: NVRAM size %d (from 4 MiB to 16 GiB)", ErrInvalid, c.NVRAMSize)
+	}
+	return nil
+}
+
+// Create makes a new array's devices, key hierarchy and metadata store in
+// o.Dir. The directory must not hold devices already.
+func Create(o Options, c CreateOptions) error {
+	o.setDefaults()
+	if err := ValidateCreate(o.SSDs, &c); err != nil {
+		return err
 	}
 	fs := o.FS
 	for _, d := range []string{filepath.Join(o.Dir, "ssd"), filepath.Join(o.Dir, "nvram")} {

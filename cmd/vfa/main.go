@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -123,12 +124,11 @@ func (f *initFlags) options() (array.InitOptions, error) {
 // parseBytes reads a size where a bare number means bytes.
 func parseBytes(flag, s string) (int64, error) {
 	if s != "" && s[len(s)-1] >= '0' && s[len(s)-1] <= '9' {
-		s += "S"
-		n, err := array.ParseSize(s)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %v", flag, err)
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 {
+			return 0, fmt.Errorf("%s %q: not a positive number of bytes (suffixes K, M, G, T, P)", flag, s)
 		}
-		return n / 512, nil
+		return n, nil
 	}
 	n, err := array.ParseSize(s)
 	if err != nil {
