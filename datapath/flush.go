@@ -1032,11 +1032,13 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 				seal = append(seal, im)
 			}
 			c.delta++
+			e.hint = c.loc
+			e.hint.refs = 0
 		}
 		if !had && e.kind == 0 {
 			continue
 		}
-		if had && old == e {
+		if had && old.sameBlock(e) {
 			// Same content: the new reference replaces the old one.
 			if e.kind == entryData {
 				fb.dd[im.fp].delta--
@@ -1237,7 +1239,7 @@ func (s *Store) readBlockFrom(chain []chainLink, b uint64, maxSeq uint64, out []
 			clear(out)
 			return nil
 		}
-		return s.loadBlockRetry(&e.fp, out)
+		return s.loadEntryRetry(&e, out)
 	}
 	if len(chain) == 1 || b >= chain[1].limit {
 		clear(out)
@@ -1246,8 +1248,9 @@ func (s *Store) readBlockFrom(chain []chainLink, b uint64, maxSeq uint64, out []
 	return s.resolveBlock(chain[1:], b, maxSeq, out)
 }
 
-func (s *Store) loadBlockRetry(fp *FP, out []byte) error {
-	err := s.loadBlock(fp, out)
+func (s *Store) loadEntryRetry(e *mapEntry, out []byte) error {
+	fp := &e.fp
+	err := s.loadEntry(e, out)
 	if errors.Is(err, errMoved) {
 		// Only the flusher moves or drops blocks, and this is the flusher.
 		return fmt.Errorf("%w: block %x is referenced but not stored", ErrMedium, fp[:8])

@@ -11,7 +11,8 @@ import (
 
 func TestMetaRoundTrip(t *testing.T) {
 	fp := FP{1, 2, 3}
-	if e, err := decodeMapEntry(mapEntry{kind: entryData, fp: fp}.encode()); err != nil || e.fp != fp {
+	de := mapEntry{kind: entryData, fp: fp, hint: location{seg: 7, off: 8192, length: 1234, flags: flagLZ4}}
+	if e, err := decodeMapEntry(de.encode()); err != nil || e != de {
 		t.Fatal(e, err)
 	}
 	for _, k := range []uint8{entryZero, entryUnmapped} {

@@ -338,10 +338,10 @@ func (s *Store) resolveBlock(chain []chainLink, b uint64, maxSeq uint64, out []b
 			return nil
 		}
 		if known == 0 {
-			return s.loadBlock(&e.fp, out)
+			return s.loadEntry(&e, out)
 		}
 		var tmp [BlockSize]byte
-		if err := s.loadBlock(&e.fp, tmp[:]); err != nil {
+		if err := s.loadEntry(&e, tmp[:]); err != nil {
 			return err
 		}
 		fillUnknown(out, known, tmp[:])

@@ -12,9 +12,16 @@ package datapath
 //	'n' lower-case name                  volume id (8)
 //	'm' medium id (8)                    medium record: version, parent (8), refs (4),
 //	                                     parent limit in blocks (8), mapped blocks (8)
-//	'l' medium id (8) block (8)          map entry: version, kind (1), [fingerprint (32)]
+//	'l' medium id (8) block (8)          map entry: version, kind (1); for data also
+//	                                     fingerprint (32) and a location hint: segment
+//	                                     id (8), offset (4), stored length (4), flags (1)
 //	                                     kind 1 = data, 2 = zero block, 3 = unmapped
-//	                                     (a tombstone that hides the parent's block)
+//	                                     (a tombstone that hides the parent's block).
+//	                                     The hint is where the block was when the entry
+//	                                     was written; it is valid while that segment
+//	                                     exists (segments are immutable and ids are
+//	                                     never reused), so reads skip the dedup index
+//	                                     until GC moves the block.
 //	'd' fingerprint (32)                 dedup entry: version, segment id (8), offset (4),
 //	                                     stored length (4), flags (1: bit 0 = LZ4),
 //	                                     references (8)
@@ -144,17 +151,26 @@ func reverseKey(seg uint64, off uint32) []byte {
 type mapEntry struct {
 	kind uint8
 	fp   FP
+	hint location // refs unused; seg 0 = no hint
 }
+
+const mapDataEntrySize = 2 + 32 + 8 + 4 + 4 + 1
 
 func (e mapEntry) encode() []byte {
 	if e.kind == entryData {
-		b := make([]byte, 2+32)
+		b := make([]byte, 2+32, mapDataEntrySize)
 		b[0], b[1] = metaVersion, e.kind
 		copy(b[2:], e.fp[:])
-		return b
+		b = binary.LittleEndian.AppendUint64(b, e.hint.seg)
+		b = binary.LittleEndian.AppendUint32(b, e.hint.off)
+		b = binary.LittleEndian.AppendUint32(b, e.hint.length)
+		return append(b, e.hint.flags)
 	}
 	return []byte{metaVersion, e.kind}
 }
+
+// sameBlock: two entries name the same content.
+func (e mapEntry) sameBlock(o mapEntry) bool { return e.kind == o.kind && e.fp == o.fp }
 
 func decodeMapEntry(v []byte) (mapEntry, error) {
 	if len(v) < 2 || v[0] != metaVersion {
@@ -163,10 +179,12 @@ func decodeMapEntry(v []byte) (mapEntry, error) {
 	e := mapEntry{kind: v[1]}
 	switch e.kind {
 	case entryData:
-		if len(v) != 34 {
+		if len(v) != mapDataEntrySize {
 			return mapEntry{}, fmt.Errorf("%w: map entry length %d", errBadMeta, len(v))
 		}
-		copy(e.fp[:], v[2:])
+		copy(e.fp[:], v[2:34])
+		e.hint = location{seg: binary.LittleEndian.Uint64(v[34:]), off: binary.LittleEndian.Uint32(v[42:]),
+			length: binary.LittleEndian.Uint32(v[46:]), flags: v[50]}
 	case entryZero, entryUnmapped:
 		if len(v) != 2 {
 			return mapEntry{}, fmt.Errorf("%w: map entry length %d", errBadMeta, len(v))

@@ -62,6 +62,53 @@ func (s *Store) lookupLoc(fp *FP) (location, bool, error) {
 	return l, true, nil
 }
 
+// loadEntry loads a map entry's block: at its location hint while that
+// segment exists (no dedup index lookup), else through the dedup index.
+func (s *Store) loadEntry(e *mapEntry, out []byte) error {
+	if e.hint.seg != 0 {
+		if ok, err := s.loadAt(e.hint, out); ok {
+			return err
+		}
+	}
+	return s.loadBlock(&e.fp, out)
+}
+
+// loadAt reads the block stored at loc; ok is false when loc's segment no
+// longer exists (GC moved the block) and nothing was read.
+func (s *Store) loadAt(loc location, out []byte) (bool, error) {
+	if loc.length > BlockSize+gcmTag || loc.length <= gcmTag {
+		return false, nil
+	}
+	sa := s.seg
+	sa.gate.RLock()
+	au, ok := sa.auOf(loc.seg)
+	if !ok {
+		sa.gate.RUnlock()
+		return false, nil
+	}
+	bp, _ := s.blockBufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, BlockSize+gcmTag+64)
+		bp = &b
+	}
+	defer s.blockBufs.Put(bp)
+	buf := (*bp)[:loc.length]
+	err := s.set.Read(s.ctx, au, loc.seg, int64(loc.off), buf)
+	if err == nil {
+		if err = s.openBlock(loc, buf, out); err != nil {
+			if rerr := s.set.ReadRebuild(s.ctx, au, loc.seg, int64(loc.off), buf); rerr == nil {
+				err = s.openBlock(loc, buf, out)
+			}
+		}
+	}
+	sa.gate.RUnlock()
+	if err != nil {
+		s.event(Warning, "block.unreadable", "datapath", fmt.Sprintf("segment %d offset %d: %v", loc.seg, loc.off, err))
+		return true, fmt.Errorf("%w: %v", ErrMedium, err)
+	}
+	return true, nil
+}
+
 // loadBlock reads, authenticates, decrypts and decompresses the block with
 // fingerprint fp into out. errMoved means fp is no longer stored (the caller
 // re-resolves the map).

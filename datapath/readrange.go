@@ -125,9 +125,15 @@ func (s *Store) readBlocks(chain []chainLink, first uint64, n int, out []byte) e
 			fillUnknown(dst, sl.known, nil)
 			continue
 		}
-		loc, ok, err := s.lookupLoc(&sl.e.fp)
-		if err != nil {
-			return err
+		loc, ok := sl.e.hint, sl.e.hint.seg != 0
+		if ok {
+			_, ok = s.seg.auOf(loc.seg)
+		}
+		if !ok {
+			var err error
+			if loc, ok, err = s.lookupLoc(&sl.e.fp); err != nil {
+				return err
+			}
 		}
 		if ok {
 			if l := len(run); l > 0 {
