@@ -106,8 +106,16 @@ vfa_up() {
 	for ((i = 0; i < 6000; i++)); do
 		if ((T_UNLOCKED_MS == 0)) && grep -q '^array is unlocked' "$OUT"; then
 			T_UNLOCKED_MS=$((($(date +%s%N) - t0) / 1000000))
+			((T_UNLOCKED_MS > 0)) || T_UNLOCKED_MS=1
 		fi
-		grep -q '^management: ssh -p ' "$OUT" && break
+		# Both lines may appear between two polls: stop only once the
+		# unlocked line (if any) has been seen and timed.
+		if grep -q '^management: ssh -p ' "$OUT"; then
+			if ((T_UNLOCKED_MS == 0)) && grep -q '^array is unlocked' "$OUT"; then
+				continue
+			fi
+			break
+		fi
 		kill -0 "$VFA_PID" 2>/dev/null || { cat "$OUT" "$OUT.log" >&2; vfa_die "vfa run exited"; }
 		sleep 0.01
 	done
