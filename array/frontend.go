@@ -60,6 +60,11 @@ type BlockDevice interface {
 	// Mapped reports whether lba is mapped (holds written data) and how many
 	// sectors from lba on share that state, up to max.
 	Mapped(ctx context.Context, lba, max uint64) (mapped bool, sectors uint64, err error)
+	// AtomicMax is the largest write, in bytes, that is atomic: a WriteAt of
+	// at most AtomicMax bytes is, after a crash and to every concurrent
+	// reader, either done entirely or not at all. 0 means no write is
+	// promised to be atomic.
+	AtomicMax() int
 }
 
 // CHAP holds a host's CHAP credentials. Empty User means CHAP is not

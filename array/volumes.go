@@ -199,6 +199,10 @@ func (d *volDev) Mapped(ctx context.Context, lba, max uint64) (bool, uint64, err
 	return m, n, mapErr(err)
 }
 
+// AtomicMax: a write that fits in one NVRAM record is replayed entirely or
+// not at all, and enters the read index under one lock.
+func (d *volDev) AtomicMax() int { return d.v.MaxAtomic() }
+
 // Flush moves everything acknowledged so far from NVRAM into segments, so
 // that the space report counts it.
 func (a *Array) Flush() error { return mapErr(a.store.Flush()) }

@@ -68,11 +68,42 @@ func BenchmarkExecute(b *testing.B) {
 		{"read4k", cdb16(opRead16, 8, 8), nil, 4096},
 		{"write4k", cdb16(opWrite16, 8, 8), make([]byte, 4096), 0},
 		{"inquiry", []byte{opInquiry, 0, 0, 0, 96, 0}, nil, 96},
+		{"writeatomic4k", writeAtomicCDB(8, 0, 8), make([]byte, 4096), 0},
+		{"write1m", cdb16(opWrite16, 0, 2048), make([]byte, 1<<20), 0},
+		{"writeatomic1m", writeAtomicCDB(0, 0, 2048), make([]byte, 1<<20), 0},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(max(len(tc.out), tc.edtl)))
 			b.ReportAllocs()
 			for b.Loop() {
 				e.run(tc.cdb, tc.out, tc.edtl)
+			}
+		})
+	}
+}
+
+// BenchmarkExtendedCopy copies a 4 MiB segment (the size VMware's XCOPY
+// sends by default) between two LUNs of memory devices, from written data
+// (read and write in 1020 KiB chunks) and from unmapped data (unmapped on
+// the destination).
+func BenchmarkExtendedCopy(b *testing.B) {
+	e := newCopyEnv(b, 1<<16)
+	if err := e.dev.WriteAt(context.Background(), make([]byte, 4<<20), 0); err != nil {
+		b.Fatal(err)
+	}
+	tl := [][]byte{identTarget(serial0), identTarget(serial1)}
+	for _, tc := range []struct {
+		name string
+		src  uint64
+	}{{"mapped-4m", 0}, {"unmapped-4m", 1 << 15}} {
+		p := xcopyParams(0, listIDNoList, tl, segs(xcSeg{0, 1, 8192, tc.src, 8192}))
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(4 << 20)
+			b.ReportAllocs()
+			for b.Loop() {
+				if tk := e.run(xcopyCDB(len(p)), p, 0); tk.status != statusGood {
+					b.Fatalf("status %#x", tk.status)
+				}
 			}
 		})
 	}

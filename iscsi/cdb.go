@@ -98,6 +98,8 @@ const (
 	opModeSense10    = 0x5a
 	opPRIn           = 0x5e
 	opPROut          = 0x5f
+	opExtendedCopy   = 0x83
+	opReceiveCopy    = 0x84
 	opRead16         = 0x88
 	opCompareWrite   = 0x89
 	opWrite16        = 0x8a
@@ -107,6 +109,7 @@ const (
 	opPrefetch16     = 0x90
 	opSyncCache16    = 0x91
 	opWriteSame16    = 0x93
+	opWriteAtomic16  = 0x9c
 	opServiceIn16    = 0x9e
 	opReportLUNs     = 0xa0
 	opMaintenanceIn  = 0xa3
@@ -121,6 +124,9 @@ const (
 	saReportTPG      = 0x0a
 	saReportOpcodes  = 0x0c
 	saReportTMF      = 0x0d
+	saXCopyLID1      = 0x00
+	saCopyStatus     = 0x00
+	saCopyOpParams   = 0x03
 )
 
 // opTable lists the supported commands; it is built once, at package
@@ -216,6 +222,17 @@ func buildOpTable() *opIndex {
 			plan: planRange, exec: execSyncCache},
 		{code: opWriteSame16, name: "WRITE SAME(16)", usage: cat(u(0x93, 0x09), lba16, u(0xff, 0xff, 0xff, 0xff, 0, 0)),
 			plan: planWriteSame, exec: execWriteSame, flags: opWrite},
+		{code: opWriteAtomic16, name: "WRITE ATOMIC(16)", usage: cat(u(0x9c, 0x18), lba16, u(0xff, 0xff, 0xff, 0xff, 0, 0)),
+			plan: planWriteAtomic, exec: execWriteAtomic, flags: opWrite},
+		{code: opExtendedCopy, sa: saXCopyLID1, hasSA: true, name: "EXTENDED COPY(LID1)",
+			usage: u(0x83, saXCopyLID1, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0),
+			plan:  planExtendedCopy, exec: execExtendedCopy, timeout: 120},
+		{code: opReceiveCopy, sa: saCopyStatus, hasSA: true, name: "RECEIVE COPY STATUS(LID1)",
+			usage: u(0x84, saCopyStatus, 0xff, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0),
+			plan:  planAlloc(10, 4), exec: execCopyStatus, flags: read},
+		{code: opReceiveCopy, sa: saCopyOpParams, hasSA: true, name: "RECEIVE COPY OPERATING PARAMETERS",
+			usage: u(0x84, saCopyOpParams, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0),
+			plan:  planAlloc(10, 4), exec: execCopyOpParams, flags: read},
 		{code: opServiceIn16, sa: saReadCapacity16, hasSA: true, name: "READ CAPACITY(16)",
 			usage: cat(u(0x9e, saReadCapacity16), lba16, u(0xff, 0xff, 0xff, 0xff, 0, 0)),
 			plan:  planAlloc(10, 4), exec: execReadCapacity16, flags: always},
@@ -471,6 +488,71 @@ func planWriteSame(t *task) {
 		t.info.dir = dirOut
 		t.outWant = array.SectorSize
 	}
+}
+
+// Atomic writes (WRITE ATOMIC(16), Block Limits VPD page): the starting LBA
+// is a multiple of atomicAlignment and the length a multiple of
+// atomicGranularity, the 4 KiB physical block; the longest is the device's
+// AtomicMax (atomicLimits).
+const (
+	atomicAlignment   = optimalGranularity
+	atomicGranularity = optimalGranularity
+)
+
+// atomicLimits returns, in logical blocks, the longest atomic write of dev
+// (0: none; at most the maximum transfer length maxXfer) and the longest
+// WRITE ATOMIC(16) with a non-zero ATOMIC BOUNDARY, which is split into
+// atomic writes of ATOMIC BOUNDARY blocks each (at most maxAtomic).
+func atomicLimits(dev array.BlockDevice, maxXfer uint32) (maxAtomic, maxWithBoundary uint32) {
+	n := dev.AtomicMax()
+	if n <= 0 {
+		return 0, 0
+	}
+	blocks := min(uint64(n)/sectorSize, uint64(maxXfer)) &^ (atomicGranularity - 1)
+	if blocks == 0 {
+		return 0, 0
+	}
+	return uint32(blocks), maxXfer &^ (atomicGranularity - 1)
+}
+
+// planWriteAtomic plans WRITE ATOMIC(16) (SBC-4): the alignment,
+// granularity, length and boundary rules of the Block Limits page, each
+// broken rule an INVALID FIELD IN CDB pointing at its field. A logical unit
+// whose device makes no write atomic does not support the command.
+func planWriteAtomic(t *task) {
+	cdb := t.cdb[:]
+	lba := binary.BigEndian.Uint64(cdb[2:10])
+	boundary := uint64(binary.BigEndian.Uint16(cdb[10:12]))
+	blocks := uint64(binary.BigEndian.Uint16(cdb[12:14]))
+	maxAtomic, maxWithBoundary := atomicLimits(t.lun.dev, uint32(t.conn.t.cfg.MaxTransferLength/sectorSize))
+	if maxAtomic == 0 {
+		t.info.fail(scInvalidOpcode, senseExtra{})
+		return
+	}
+	if cdb[1]&0xe0 != 0 {
+		t.info.badCDB(1, 7) // WRPROTECT: no protection information
+	}
+	switch {
+	case boundary == 0 && blocks > uint64(maxAtomic):
+		t.info.badCDB(12, -1)
+	case boundary > uint64(maxAtomic) || boundary%atomicGranularity != 0:
+		t.info.badCDB(10, -1)
+	case boundary != 0 && blocks > uint64(maxWithBoundary):
+		t.info.badCDB(12, -1)
+	}
+	if lba%atomicAlignment != 0 {
+		t.info.badCDB(2, -1)
+	}
+	if blocks%atomicGranularity != 0 {
+		t.info.badCDB(12, -1)
+	}
+	t.checkRange(lba, blocks)
+	t.info.lba, t.info.blocks = lba, blocks
+	if t.info.hasErr || blocks == 0 {
+		return
+	}
+	t.info.dir = dirOut
+	t.outWant = uint32(blocks * sectorSize)
 }
 
 func planCompareWrite(t *task) {

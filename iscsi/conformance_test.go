@@ -7,22 +7,20 @@ package iscsi
 // listed below.
 //
 // Skips that remain, with the suite's own reason (230 tests; at the last
-// run 195 passed, 0 failed, 35 skipped):
+// run 209 passed, 0 failed, 21 skipped):
 //
-//	SCSI.ExtendedCopy.*  (6)      EXTENDED COPY is not implemented: third-party
-//	SCSI.ReceiveCopyResults.* (2) copy offload is outside a disk's scope.
 //	SCSI.Sanitize.*      (11)     --allow-sanitize is not given (SANITIZE
 //	                              would erase the LU; it is not implemented,
 //	                              with the flag the suite skips them as
 //	                              "not implemented").
-//	SCSI.WriteAtomic16.* (6)      WRITE ATOMIC(16) is not implemented: the
-//	                              BlockDevice contract promises durability,
-//	                              not atomicity, of one WriteAt.
 //	SCSI.PreventAllow.*  (8)      "Logical unit is not removable".
 //	SCSI.StartStopUnit.Simple (1) "Media is not removable".
 //	SCSI.ReadOnly.ReadOnlySBC (1) "Logical unit is not write-protected"
 //	                              (MODE SENSE WP=0; SWP is tested by
 //	                              ModeSense6.Control-SWP).
+//
+// SCSI.ExtendedCopy.*, SCSI.ReceiveCopyResults.* (xcopy.go) and
+// SCSI.WriteAtomic16.* (sbc.go) run and pass.
 //
 // SCSI.NoMedia.NoMediaSBC and SCSI.StartStopUnit.PwrCnd/NoLoej pass without
 // testing anything for a non-removable logical unit.
@@ -47,13 +45,10 @@ import (
 
 // allowedSkips maps a suite to the skip reason the suite prints.
 var allowedSkips = map[string]string{
-	"SCSI.ExtendedCopy":       "is not implemented",
-	"SCSI.ReceiveCopyResults": "is not implemented",
-	"SCSI.Sanitize":           "--allow-sanitize flag is not set",
-	"SCSI.WriteAtomic16":      "WRITEATOMIC16 is not implemented",
-	"SCSI.PreventAllow":       "Logical unit is not removable",
-	"SCSI.StartStopUnit":      "Media is not removable",
-	"SCSI.ReadOnly":           "Logical unit is not write-protected",
+	"SCSI.Sanitize":      "--allow-sanitize flag is not set",
+	"SCSI.PreventAllow":  "Logical unit is not removable",
+	"SCSI.StartStopUnit": "Media is not removable",
+	"SCSI.ReadOnly":      "Logical unit is not write-protected",
 }
 
 // needTool finds a binary or skips the test; with CI=true a missing tool

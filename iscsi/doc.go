@@ -21,7 +21,10 @@
 //     everything after it, HEAD OF QUEUE runs at once.
 //   - SCSI commands (scsi.go, cdb.go, spc.go, sbc.go, pr.go, sense.go) map
 //     onto BlockDevice calls; errors the device returns become sense data
-//     (see senseForError), never GOOD.
+//     (see senseForError), never GOOD. WRITE ATOMIC(16) is one WriteAt of
+//     at most the device's AtomicMax. EXTENDED COPY and RECEIVE COPY
+//     RESULTS (xcopy.go) copy between the LUNs an initiator sees, through
+//     their BlockDevices.
 //
 // Invariants:
 //
@@ -42,6 +45,6 @@
 //     returns only when all of them have ended.
 //
 // Error mapping from array errors to sense data is documented at
-// (*task).deviceError. Conformance with libiscsi's iscsi-test-cu, and the
+// senseForError, and for EXTENDED COPY in xcopy.go. Conformance with libiscsi's iscsi-test-cu, and the
 // tests it skips, is documented in conformance_test.go.
 package iscsi

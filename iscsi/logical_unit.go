@@ -36,6 +36,9 @@ type nexusState struct {
 	uaN  atomic.Int32 // pending unit attentions (fast check)
 	ua   []senseCode  // guarded by lu.mu
 	refs int          // sessions attached, guarded by lu.mu
+	// copies are the EXTENDED COPY list identifiers in use or holding
+	// status (xcopy.go), guarded by lu.mu; at most 256.
+	copies map[byte]*copyRecord
 }
 
 func newLogicalUnit(t *Target, serial string, sectors uint64) *logicalUnit {
@@ -69,6 +72,9 @@ func (lu *logicalUnit) detach(ns *nexusState, nexusLoss bool) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
 	ns.refs--
+	if nexusLoss || ns.refs <= 0 {
+		ns.copies = nil // held copy status goes with the I_T nexus
+	}
 	if nexusLoss && lu.spc2 == ns.id {
 		lu.spc2 = ""
 		lu.updateReserved()
@@ -127,11 +133,14 @@ func (lu *logicalUnit) popUA(ns *nexusState) (senseCode, bool) {
 	return sc, true
 }
 
-// reset is a logical unit reset: SPC-2 reservations go, persistent ones
-// stay, and every nexus gets a unit attention.
+// reset is a logical unit reset: SPC-2 reservations and held copy status
+// go, persistent reservations stay, and every nexus gets a unit attention.
 func (lu *logicalUnit) reset(sc senseCode) {
 	lu.mu.Lock()
 	defer lu.mu.Unlock()
+	for _, ns := range lu.nexus {
+		ns.copies = nil
+	}
 	lu.spc2 = ""
 	lu.updateReserved()
 	lu.addUAAllLocked("", sc)

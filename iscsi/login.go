@@ -78,7 +78,7 @@ type loginState struct {
 
 	hostOK       bool
 	chap         array.CHAP
-	chapRequired bool
+	chapRequired bool // a normal session of a host with CHAP credentials
 	authDone     bool
 	chapPhase    chapPhase
 	chapID       byte
@@ -370,7 +370,10 @@ func (ls *loginState) identify(kvs []textKV, resp []byte) ([]byte, error) {
 		}
 	}
 	_, ls.chap, ls.hostOK = c.t.fe.Host(ls.initiator)
-	ls.chapRequired = ls.hostOK && ls.chap.User != ""
+	// Discovery needs no CHAP (open-iscsi does not authenticate
+	// SendTargets by default, and discovery reveals no data); a normal
+	// session of a host with credentials must authenticate.
+	ls.chapRequired = ls.hostOK && ls.chap.User != "" && !ls.discovery
 
 	params := defaultSessionParams()
 	leading := ls.tsih == 0
@@ -403,9 +406,14 @@ func (ls *loginState) sameIdentity(kv textKV) bool {
 	return true
 }
 
+// authMethod answers AuthMethod. CHAP is chosen when it is required, and
+// also on a discovery session that offers it when the host has credentials
+// (the initiator means to authenticate: a wrong secret fails). Otherwise
+// None, if offered.
 func (ls *loginState) authMethod(val string, resp []byte) ([]byte, error) {
 	offered := strings.Split(val, ",")
-	if ls.chapRequired {
+	hasCreds := ls.hostOK && ls.chap.User != ""
+	if ls.chapRequired || (hasCreds && slices.Contains(offered, "CHAP")) {
 		if !slices.Contains(offered, "CHAP") {
 			return nil, refuse(loginAuthFailure, "initiator %s offers %q but must use CHAP", ls.initiator, val)
 		}

@@ -172,6 +172,63 @@ func TestDiscovery(t *testing.T) {
 	}
 }
 
+// TestDiscoveryCHAP: discovery needs no CHAP even for a host with
+// credentials (open-iscsi's default); an initiator that offers CHAP is
+// authenticated, and a wrong secret still fails; the normal session of
+// that host still requires CHAP.
+func TestDiscoveryCHAP(t *testing.T) {
+	h := newHarness(t, nil)
+	const ini = "iqn.x:chap"
+	h.fe.SetHost(iscsitest.Host{Name: "chap", Initiators: []string{ini},
+		CHAP: array.CHAP{User: "user1", Secret: "secret-0123456", TargetUser: "array", TargetSecret: "tsecret-654321"},
+		LUNs: []array.LUN{{Number: 0, Device: h.dev0}}})
+	for _, tc := range []struct {
+		name     string
+		cfg      iniConfig
+		status   uint16 // 0: logged in
+		wantAuth string // AuthMethod the target chose
+	}{
+		{"discovery, no security stage", iniConfig{}, 0, ""},
+		{"discovery, AuthMethod None", iniConfig{AuthMethods: "None"}, 0, "None"},
+		{"discovery, CHAP", iniConfig{CHAPUser: "user1", CHAPSecret: "secret-0123456"}, 0, "CHAP"},
+		{"discovery, CHAP only", iniConfig{AuthMethods: "CHAP", CHAPUser: "user1", CHAPSecret: "secret-0123456"}, 0, "CHAP"},
+		{"discovery, mutual CHAP", iniConfig{CHAPUser: "user1", CHAPSecret: "secret-0123456",
+			MutualUser: "array", MutualSecret: "tsecret-654321"}, 0, "CHAP"},
+		{"discovery, wrong secret", iniConfig{CHAPUser: "user1", CHAPSecret: "nope"}, loginAuthFailure, ""},
+		{"discovery, wrong user", iniConfig{CHAPUser: "user2", CHAPSecret: "secret-0123456"}, loginAuthFailure, ""},
+		{"normal, no security stage", iniConfig{Target: testIQN}, loginAuthFailure, ""},
+		{"normal, AuthMethod None", iniConfig{Target: testIQN, AuthMethods: "None"}, loginAuthFailure, ""},
+		{"normal, CHAP", iniConfig{Target: testIQN, CHAPUser: "user1", CHAPSecret: "secret-0123456"}, 0, "CHAP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.Initiator = ini
+			in, err := dialInitiator(t, h.addr, cfg)
+			if tc.status != 0 {
+				var le *loginError
+				if !errors.As(err, &le) || le.status != tc.status {
+					t.Fatalf("login: %v, want status %04x", err, tc.status)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("login: %v", err)
+			}
+			defer in.close()
+			if got := in.loginKeys["AuthMethod"]; got != tc.wantAuth {
+				t.Fatalf("AuthMethod %q, want %q", got, tc.wantAuth)
+			}
+			if cfg.Target != "" {
+				return
+			}
+			kvs, err := in.text(textKV{"SendTargets", "All"})
+			if err != nil || !slices.Equal(kvMap(kvs)["TargetName"], []string{testIQN}) {
+				t.Fatalf("SendTargets: %v %s", err, kvString(kvs))
+			}
+		})
+	}
+}
+
 func TestDiscoveryDefaultPortals(t *testing.T) {
 	h := newHarness(t, nil)
 	in := mustLogin(t, h.addr, iniConfig{Initiator: iniA})

@@ -241,4 +241,30 @@ func TestLibiscsiCHAP(t *testing.T) {
 			}
 		})
 	}
+	// SendTargets discovery (iscsi-ls) needs no CHAP, as open-iscsi's
+	// default discovery does not authenticate; a wrong secret still fails.
+	ls := needTool(t, "iscsi-ls")
+	for _, tc := range []struct {
+		name string
+		env  []string
+		ok   bool
+	}{
+		{"discovery without CHAP", nil, true},
+		{"discovery with CHAP", []string{"LIBISCSI_CHAP_USERNAME=user1", "LIBISCSI_CHAP_PASSWORD=secret-0123456"}, true},
+		{"discovery, wrong secret", []string{"LIBISCSI_CHAP_USERNAME=user1", "LIBISCSI_CHAP_PASSWORD=wrong-secret1"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, ls, "-i", ini, "iscsi://"+h.addr)
+			cmd.Env = append(os.Environ(), tc.env...)
+			out, err := cmd.CombinedOutput()
+			if tc.ok && (err != nil || !strings.Contains(string(out), "Target:"+testIQN)) {
+				t.Fatalf("discovery failed: %v\n%s", err, out)
+			}
+			if !tc.ok && err == nil {
+				t.Fatalf("discovery succeeded:\n%s", out)
+			}
+		})
+	}
 }

@@ -1,6 +1,6 @@
 package iscsi
 
-// SBC-3 commands over an array.BlockDevice: 512-byte logical blocks, 4 KiB
+// SBC-3 commands (and SBC-4's WRITE ATOMIC(16)) over an array.BlockDevice: 512-byte logical blocks, 4 KiB
 // physical blocks, thin provisioned with unmapped blocks reading as zeros.
 
 import (
@@ -70,6 +70,34 @@ func execWrite(t *task) {
 	}
 	if err := t.lun.dev.WriteAt(t.conn.ctx, data, t.info.lba); err != nil {
 		t.deviceError(err, true)
+	}
+}
+
+// execWriteAtomic writes the data-out with one WriteAt, which the device
+// makes atomic (planWriteAtomic kept it within AtomicMax), or with a
+// non-zero ATOMIC BOUNDARY in atomic pieces of that many blocks. A data-out
+// shorter than the CDB's transfer length writes nothing: a prefix is not
+// all of an atomic write.
+func execWriteAtomic(t *task) {
+	n := int(t.info.blocks) * sectorSize
+	if n == 0 {
+		return
+	}
+	data := t.dataOut()
+	if len(data) != n {
+		t.badCDB(12, -1)
+		return
+	}
+	step := n
+	if b := int(binary.BigEndian.Uint16(t.cdb[10:12])); b != 0 {
+		step = b * sectorSize
+	}
+	for off := 0; off < n; off += step {
+		end := min(off+step, n)
+		if err := t.lun.dev.WriteAt(t.conn.ctx, data[off:end], t.info.lba+uint64(off/sectorSize)); err != nil {
+			t.deviceError(err, true)
+			return
+		}
 	}
 }
 

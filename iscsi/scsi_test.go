@@ -323,10 +323,14 @@ func FuzzCDB(f *testing.F) {
 		{opPROut, proPreemptAbort, prEAAR, 0, 0, 0, 0, 0, 24, 0},
 		{opMaintenanceIn, saReportOpcodes, 0x80, 0, 0, 0, 0, 1, 0, 0, 0, 0},
 		{opUnmap, 0, 0, 0, 0, 0, 0, 0, 24, 0}, {opModeSelect10, 0x10, 0, 0, 0, 0, 0, 0, 20, 0},
+		writeAtomicCDB(8, 0, 8), writeAtomicCDB(0, 8, 16), xcopyCDB(76),
+		{opReceiveCopy, saCopyStatus, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0},
+		{opReceiveCopy, saCopyOpParams, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0},
 	} {
 		f.Add(c, []byte{}, uint16(512), false)
 		f.Add(c, make([]byte, 24), uint16(24), true)
 	}
+	f.Add(xcopyCDB(76), xcopyParams(1, listIDHold, [][]byte{identTarget(serial0)}, segs(xcSeg{0, 0, 8, 0, 64})), uint16(76), true)
 	e := newExecEnv(f, 2048)
 	f.Fuzz(func(t *testing.T, cdb, out []byte, edtl uint16, write bool) {
 		if len(cdb) == 0 || len(cdb) > maxCDBLen {

@@ -4,7 +4,6 @@ package iscsi
 // descriptor format (72h) when the control mode page's D_SENSE is set.
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 
@@ -31,6 +30,7 @@ const (
 	skIllegalRequest = 0x5
 	skUnitAttention  = 0x6
 	skDataProtect    = 0x7
+	skCopyAborted    = 0xa
 	skAbortedCommand = 0xb
 	skMiscompare     = 0xe
 )
@@ -52,6 +52,14 @@ var (
 	scInvalidFieldIU      = senseCode{skIllegalRequest, 0x0e, 0x03}
 	scSavingNotSupported  = senseCode{skIllegalRequest, 0x39, 0x00}
 	scInsufficientRegRes  = senseCode{skIllegalRequest, 0x55, 0x04}
+	scOperationInProgress = senseCode{skIllegalRequest, 0x00, 0x16}
+	scTooManyTargetDescs  = senseCode{skIllegalRequest, 0x26, 0x06}
+	scUnsupportedTgtDesc  = senseCode{skIllegalRequest, 0x26, 0x07}
+	scTooManySegmentDescs = senseCode{skIllegalRequest, 0x26, 0x08}
+	scUnsupportedSegDesc  = senseCode{skIllegalRequest, 0x26, 0x09}
+	scCopyTargetUnreach   = senseCode{skCopyAborted, 0x0d, 0x02}
+	scCopyAbortedNoSense  = senseCode{skCopyAborted, 0x00, 0x00}
+	scCopyWriteProtected  = senseCode{skCopyAborted, 0x27, 0x02}
 	scMiscompare          = senseCode{skMiscompare, 0x1d, 0x00}
 	scSoftwareWP          = senseCode{skDataProtect, 0x27, 0x02}
 	scSpaceAllocFailed    = senseCode{skDataProtect, 0x27, 0x07}
@@ -80,9 +88,13 @@ var (
 type senseExtra struct {
 	info      uint64
 	infoValid bool
+	// COMMAND-SPECIFIC INFORMATION (fixed format: 4 bytes; descriptor
+	// format: a command-specific information descriptor), when non-zero.
+	csi uint64
 	// Sense-key specific field pointer.
 	sksv     bool
 	cdbField bool // C/D: the error is in the CDB (else parameter data)
+	segment  bool // COPY ABORTED: SD, the pointer is into the segment descriptor csi names
 	bitValid bool
 	bit      byte
 	field    uint16
@@ -90,12 +102,15 @@ type senseExtra struct {
 
 // buildSense writes sense data into dst and returns its length.
 func buildSense(dst []byte, desc bool, sc senseCode, x senseExtra) int {
-	clear(dst[:32])
+	clear(dst[:min(len(dst), 40)]) // the longest we build: 8+12+12+8 bytes
 	var sks [3]byte
 	if x.sksv {
 		sks[0] = 0x80
 		if x.cdbField {
 			sks[0] |= 0x40
+		}
+		if x.segment {
+			sks[0] |= 0x20
 		}
 		if x.bitValid {
 			sks[0] |= 0x08 | x.bit&7
@@ -110,6 +125,7 @@ func buildSense(dst []byte, desc bool, sc senseCode, x senseExtra) int {
 		}
 		dst[2] = sc.key
 		dst[7] = 10
+		binary.BigEndian.PutUint32(dst[8:12], uint32(x.csi))
 		dst[12] = sc.asc
 		dst[13] = sc.ascq
 		copy(dst[15:18], sks[:])
@@ -126,6 +142,13 @@ func buildSense(dst []byte, desc bool, sc senseCode, x senseExtra) int {
 		dst[n+1] = 0x0a
 		dst[n+2] = 0x80
 		binary.BigEndian.PutUint64(dst[n+4:n+12], x.info)
+		n += 12
+	}
+	if x.csi != 0 {
+		// Command-specific information descriptor.
+		dst[n] = 0x01
+		dst[n+1] = 0x0a
+		binary.BigEndian.PutUint64(dst[n+4:n+12], x.csi)
 		n += 12
 	}
 	if x.sksv {
@@ -175,7 +198,7 @@ func (t *task) conflict() {
 	t.inLen = 0
 }
 
-// deviceError maps an error from a BlockDevice to sense data:
+// senseForError maps an error from a BlockDevice to sense data:
 //
 //	array.ErrLocked     NOT READY, 04/0C LOGICAL UNIT NOT ACCESSIBLE,
 //	                    TARGET PORT IN UNAVAILABLE STATE (the ALUA state
@@ -193,30 +216,32 @@ func (t *task) conflict() {
 //	                    transferred
 //	array.ErrGone       ILLEGAL REQUEST, 25/00 LOGICAL UNIT NOT SUPPORTED
 //	anything else       HARDWARE ERROR, 44/00 INTERNAL TARGET FAILURE
-func (t *task) deviceError(err error, write bool) {
+//
+// (A connection that went away, context.Canceled, also lands on the last
+// line; its response is never sent.) EXTENDED COPY reports the same
+// additional sense codes under COPY ABORTED (xcopy.go).
+func senseForError(err error, write bool) senseCode {
 	switch {
 	case errors.Is(err, array.ErrLocked):
-		t.fail(scNotReadyUnavailable)
+		return scNotReadyUnavailable
 	case errors.Is(err, array.ErrOutOfRange):
-		t.fail(scLBAOutOfRange)
+		return scLBAOutOfRange
 	case errors.Is(err, array.ErrInvalid):
-		t.fail(scInvalidFieldCDB)
+		return scInvalidFieldCDB
 	case errors.Is(err, array.ErrMedium):
 		if write {
-			t.fail(scWriteError)
-		} else {
-			t.fail(scUnrecoveredRead)
+			return scWriteError
 		}
+		return scUnrecoveredRead
 	case errors.Is(err, array.ErrNoSpace):
-		t.fail(scSpaceAllocFailed)
+		return scSpaceAllocFailed
 	case errors.Is(err, array.ErrHostKey):
-		t.fail(scHostKeyUnavailable)
+		return scHostKeyUnavailable
 	case errors.Is(err, array.ErrGone):
-		t.fail(scLUNotSupported)
-	case errors.Is(err, context.Canceled):
-		// The connection went away; the response is never sent.
-		t.fail(scInternalFailure)
-	default:
-		t.fail(scInternalFailure)
+		return scLUNotSupported
 	}
+	return scInternalFailure
 }
+
+// deviceError ends the task with the sense data senseForError gives err.
+func (t *task) deviceError(err error, write bool) { t.fail(senseForError(err, write)) }

@@ -33,13 +33,14 @@ const (
 	vpdSerial          = 0x80
 	vpdDeviceID        = 0x83
 	vpdExtendedInquiry = 0x86
+	vpdThirdPartyCopy  = 0x8f
 	vpdBlockLimits     = 0xb0
 	vpdBlockDevChar    = 0xb1
 	vpdProvisioning    = 0xb2
 )
 
 var supportedVPD = [...]byte{vpdSupported, vpdSerial, vpdDeviceID, vpdExtendedInquiry,
-	vpdBlockLimits, vpdBlockDevChar, vpdProvisioning}
+	vpdThirdPartyCopy, vpdBlockLimits, vpdBlockDevChar, vpdProvisioning}
 
 func execInquiry(t *task) {
 	cdb := t.cdb[:]
@@ -62,8 +63,8 @@ func execInquiry(t *task) {
 		b[2] = 0x06        // SPC-4
 		b[3] = 0x10 | 0x02 // HISUP, response data format 2
 		b[4] = byte(len(b) - 5)
-		b[5] = 0x10 // TPGS 01b: implicit ALUA
-		b[7] = 0x02 // CMDQUE
+		b[5] = 0x10 | 0x08 // TPGS 01b: implicit ALUA; 3PC: EXTENDED COPY
+		b[7] = 0x02        // CMDQUE
 		copy(b[8:16], inqVendor)
 		copy(b[16:32], inqProduct)
 		copy(b[32:36], inqRevision)
@@ -90,6 +91,8 @@ func execInquiry(t *task) {
 		b[1] = 0x07 // HEADSUP, ORDSUP, SIMPSUP
 		b[3] = 0x01 // LUICLR
 		page = vpdPage(vpdExtendedInquiry, b[:])
+	case vpdThirdPartyCopy:
+		page = vpdPage(vpdThirdPartyCopy, thirdPartyCopyPage(t.conn.t.cfg.CmdWindow))
 	case vpdBlockLimits:
 		page = vpdPage(vpdBlockLimits, t.blockLimits())
 	case vpdBlockDevChar:
@@ -166,6 +169,17 @@ func (t *task) blockLimits() []byte {
 	binary.BigEndian.PutUint32(b[24:28], optimalGranularity)
 	binary.BigEndian.PutUint32(b[28:32], 0x80000000) // UGAVALID, alignment 0
 	binary.BigEndian.PutUint64(b[32:40], maxWriteSameBlocks)
+	// Atomic writes (page bytes 44-63): MAXIMUM ATOMIC TRANSFER LENGTH,
+	// ATOMIC ALIGNMENT, ATOMIC TRANSFER LENGTH GRANULARITY, MAXIMUM ATOMIC
+	// TRANSFER LENGTH WITH ATOMIC BOUNDARY, MAXIMUM ATOMIC BOUNDARY SIZE;
+	// all zero when the device makes no write atomic.
+	if maxAtomic, maxWithBoundary := atomicLimits(t.lun.dev, maxXfer); maxAtomic > 0 {
+		binary.BigEndian.PutUint32(b[40:44], maxAtomic)
+		binary.BigEndian.PutUint32(b[44:48], atomicAlignment)
+		binary.BigEndian.PutUint32(b[48:52], atomicGranularity)
+		binary.BigEndian.PutUint32(b[52:56], maxWithBoundary)
+		binary.BigEndian.PutUint32(b[56:60], maxAtomic)
+	}
 	return b[:]
 }
 

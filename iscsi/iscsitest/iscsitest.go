@@ -4,8 +4,10 @@
 //
 // MemDevice is a faithful thin-provisioned disk: storage is allocated in
 // 4 KiB chunks on first write, unmapped sectors read as zeros, every method
-// is safe for concurrent use (CompareAndWrite is atomic), and faults can be
-// injected per LBA range and operation. Frontend holds hosts (initiator
+// is safe for concurrent use (CompareAndWrite is atomic, and so is every
+// WriteAt: it holds the device lock, so no reader sees part of it; AtomicMax
+// reports DefaultAtomicMax unless SetAtomicMax changes it), and faults can
+// be injected per LBA range and operation. Frontend holds hosts (initiator
 // names, CHAP, LUNs) and signals changes to its subscribers.
 package iscsitest
 
@@ -27,6 +29,9 @@ const (
 	maxFaults   = 1024
 	maxHosts    = 1024
 	maxChanSubs = 1024
+
+	// DefaultAtomicMax is what a new MemDevice reports as AtomicMax.
+	DefaultAtomicMax = 1 << 20
 )
 
 // Op selects the operations a fault applies to.
@@ -55,6 +60,8 @@ type MemDevice struct {
 	chunks  map[uint64]*[chunkBytes]byte // by chunk index; absent = unmapped
 	faults  []Fault
 
+	atomicMax atomic.Int64
+
 	reads, writes, writeSames, unmaps, compares, flushes, mapped atomic.Uint64
 }
 
@@ -68,8 +75,18 @@ func NewMemDevice(serial, name string, sectors uint64) *MemDevice {
 	if sectors > maxSectors {
 		panic(fmt.Sprintf("iscsitest: %d sectors is more than %d", sectors, uint64(maxSectors)))
 	}
-	return &MemDevice{serial: serial, name: name, sectors: sectors, chunks: make(map[uint64]*[chunkBytes]byte)}
+	d := &MemDevice{serial: serial, name: name, sectors: sectors, chunks: make(map[uint64]*[chunkBytes]byte)}
+	d.atomicMax.Store(DefaultAtomicMax)
+	return d
 }
+
+// AtomicMax is the largest WriteAt, in bytes, that the device promises to be
+// atomic. Every WriteAt holds the device lock for its whole length, so any
+// size would be; the limit is what the device advertises.
+func (d *MemDevice) AtomicMax() int { return int(d.atomicMax.Load()) }
+
+// SetAtomicMax changes what AtomicMax reports (0: no atomic writes).
+func (d *MemDevice) SetAtomicMax(n int) { d.atomicMax.Store(int64(max(n, 0))) }
 
 func (d *MemDevice) Serial() string { return d.serial }
 func (d *MemDevice) Name() string   { return d.name }

@@ -167,3 +167,38 @@ func TestFrontend(t *testing.T) {
 		t.Fatal("removed host still maps")
 	}
 }
+
+// TestMemDeviceAtomicWrites: a WriteAt of up to AtomicMax bytes is never
+// seen half done by a concurrent ReadAt.
+func TestMemDeviceAtomicWrites(t *testing.T) {
+	var d array.BlockDevice = NewMemDevice("S", "v", 4096)
+	n := d.AtomicMax()
+	if n != DefaultAtomicMax {
+		t.Fatalf("AtomicMax %d, want %d", n, DefaultAtomicMax)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 50 {
+			if err := d.WriteAt(ctx, bytes.Repeat([]byte{byte(1 + i%2)}, n), 8); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	got := make([]byte, n)
+	for range 50 {
+		if err := d.ReadAt(ctx, got, 8); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Count(got, got[:1]) != n {
+			t.Fatal("a read saw part of a write")
+		}
+	}
+	wg.Wait()
+	d.(*MemDevice).SetAtomicMax(-5)
+	if d.AtomicMax() != 0 {
+		t.Fatalf("SetAtomicMax(-5): AtomicMax %d", d.AtomicMax())
+	}
+}

@@ -14,9 +14,7 @@ CU_INI2=iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2
 # cu_allowed_skip SUITE REASON: the documented skips of conformance_test.go.
 cu_allowed_skip() {
 	case $1 in
-	SCSI.ExtendedCopy | SCSI.ReceiveCopyResults) [[ $2 == *"is not implemented"* ]] ;;
 	SCSI.Sanitize) [[ $2 == *"--allow-sanitize flag is not set"* ]] ;;
-	SCSI.WriteAtomic16) [[ $2 == *"WRITEATOMIC16 is not implemented"* ]] ;;
 	SCSI.PreventAllow) [[ $2 == *"Logical unit is not removable"* ]] ;;
 	SCSI.StartStopUnit) [[ $2 == *"Media is not removable"* ]] ;;
 	SCSI.ReadOnly) [[ $2 == *"Logical unit is not write-protected"* ]] ;;
