@@ -43,7 +43,7 @@ VFA_PROG=system-test
 # shellcheck source=/dev/null
 for f in "$VFA_SCRIPTS"/systest/check_*.sh; do . "$f"; done
 
-ALL_CHECKS=(boot tools conformance qemu negative crash restart vm rdl)
+ALL_CHECKS=(boot tools conformance qemu negative masking crash restart vm rdl)
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 }
