@@ -2,7 +2,7 @@
 GO       ?= go
 BIN      := bin/vfa
 # Packages whose unit tests also run under the race detector.
-RACE_PKGS := ./internal/... ./keys ./nvram ./ssd ./datapath ./array ./iscsi ./mgmt
+RACE_PKGS := ./internal/... ./keys ./nvram ./ssd ./datapath ./array ./iscsi/... ./mgmt ./phonehome
 
 .PHONY: all build deps vet unit race system test soak bench clean
 

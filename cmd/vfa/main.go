@@ -25,6 +25,7 @@ import (
 	"vfa/datapath"
 	"vfa/iscsi"
 	"vfa/mgmt"
+	"vfa/phonehome"
 )
 
 func main() {
@@ -41,7 +42,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newInit(), newRun())
+	root.AddCommand(newInit(), newRun(), newCloud())
 	return root
 }
 
@@ -159,6 +160,7 @@ func newRun() *cobra.Command {
 	var unlockRetry, kmipCheck, kmipTimeout time.Duration
 	var listen, portals []string
 	var sshAddr, pprofAddr string
+	var phSpool string
 	var demo bool
 	var f initFlags
 	cmd := &cobra.Command{
@@ -171,6 +173,10 @@ func newRun() *cobra.Command {
 				return fmt.Errorf("--log-level %q: %v", logLevel, err)
 			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			phSpoolBytes, err := parseBytes("--phonehome-spool", phSpool)
+			if err != nil {
+				return err
+			}
 			out := cmd.OutOrStdout()
 			if !array.Exists(nil, dir) {
 				if err := f.create(dir, out); err != nil {
@@ -238,6 +244,13 @@ func newRun() *cobra.Command {
 				a.Close()
 				return err
 			}
+			// Phone home never stops the array: if it cannot start, the
+			// array serves without it (the error is logged).
+			ph, err := phonehome.Start(a, phonehome.Config{Version: mgmt.Version, Portals: advertised,
+				Management: ssh.Addr().String(), Booted: t0, SpoolBytesLimit: phSpoolBytes, Logger: logger})
+			if err != nil {
+				logger.Error("phone home is not running", "err", err)
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			serveErr := make(chan error, 2)
@@ -262,6 +275,11 @@ func newRun() *cobra.Command {
 			fmt.Fprintln(out, "shutting down")
 			ssh.Close()
 			tgt.Close()
+			if ph != nil {
+				if err := ph.Close(); err != nil {
+					logger.Warn("phone home", "err", err)
+				}
+			}
 			if err := a.Close(); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}
@@ -278,6 +296,7 @@ func newRun() *cobra.Command {
 	cmd.Flags().StringArrayVar(&portals, "portal-address", nil, "portal address HOST:PORT advertised in SendTargets (repeatable; default: the listen addresses)")
 	cmd.Flags().StringVar(&sshAddr, "ssh", mgmt.DefaultAddr, "management SSH address")
 	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go profiling endpoints (net/http/pprof) on this loopback address")
+	cmd.Flags().StringVar(&phSpool, "phonehome-spool", "64M", "size limit of the phone-home spool (<dir>/spool)")
 	cmd.Flags().BoolVar(&demo, "demo", false, "create a volume 'demo' connected at LUN 1 to every initiator that is in no host")
 	f.add(cmd)
 	return cmd
