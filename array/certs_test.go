@@ -113,3 +113,24 @@ func TestCertificates(t *testing.T) {
 		t.Fatalf("list: %+v", list)
 	}
 }
+
+func TestPhoneHomeCertificateInUse(t *testing.T) {
+	a := openMemArray(t, newMemFS(t))
+	if _, err := a.EnsurePhoneHomeCertificate(); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := a.Certificate(PhoneHomeCertificate) // any PEM certificate will do as the CA here
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.UpdatePhoneHomeSettings(func(s *PhoneHomeSettings) error {
+		s.Enabled, s.Endpoint, s.CACertificate = true, "https://collector.example:8443/upload", ca.PEM
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	inUse := func(n string) string { return strings.Join(a.CertificateUsers(n), ", ") }
+	if err := a.DeleteCertificate(PhoneHomeCertificate, inUse); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "phone home") {
+		t.Fatalf("deleting the certificate phone home uses: %v", err)
+	}
+}

@@ -284,6 +284,9 @@ func (a *Array) CertificateUsers(cert string) []string {
 			out = append(out, "KMIP server "+s.Name)
 		}
 	}
+	if u := a.PhoneHomeUses(cert); u != "" {
+		out = append(out, u)
+	}
 	return out
 }
 

@@ -330,7 +330,8 @@ func TestBitFlipsRepaired(t *testing.T) {
 
 func TestDeviceFull(t *testing.T) {
 	fs := vfs.NewMem()
-	s := newTestStore(t, fs)
+	var log eventLog
+	s := newTestStore(t, fs, func(o *Options) { o.Events = log.add })
 	defer func() { s.Close() }()
 	ctx := context.Background()
 	info, err := s.CreateVolume("big", 256<<20)
@@ -358,6 +359,16 @@ func TestDeviceFull(t *testing.T) {
 	}
 	if err := s.flushAll(); err != nil {
 		t.Fatal(err)
+	}
+	// Jobs run before the space check of a flusher round: the second job
+	// runs only after a round that checked space.
+	for i := 0; i < 2; i++ {
+		if err := s.runJob(func(*flushBatch) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !log.has("space.low", "array") {
+		t.Error("no free space alert on a full array")
 	}
 	// Everything acknowledged reads back (the reads keep working when full).
 	r = rand.New(rand.NewPCG(1, 1))

@@ -429,6 +429,7 @@ func (s *Store) flusher() {
 		s.runJobs()
 		s.rotateIfDue()
 		s.checkDeviceSet()
+		s.checkFreeSpace()
 		if err := s.deleteMedia(); err != nil {
 			s.failFlush(err)
 		}
@@ -446,6 +447,28 @@ func (s *Store) flusher() {
 			return
 		}
 		timer.Reset(s.o.FlushDelay)
+	}
+}
+
+// Free space alerts: below spaceLowPercent free an alert opens; it closes
+// again above spaceLowPercent+2 (so it does not flap).
+const spaceLowPercent = 20
+
+func (s *Store) checkFreeSpace() {
+	sa := s.seg
+	capacity := int64(sa.aus) * int64(sa.segPayload)
+	if capacity == 0 {
+		return
+	}
+	pct := float64(sa.freeBytes()) * 100 / float64(capacity)
+	switch {
+	case !s.spaceLow && pct < spaceLowPercent:
+		s.spaceLow = true
+		s.event(Warning, "space.low", "array", fmt.Sprintf("free space below %d%% (%.1f%% free)", spaceLowPercent, pct))
+	case s.spaceLow && pct > spaceLowPercent+2:
+		s.spaceLow = false
+		s.o.Events(Event{Time: s.o.Now(), Severity: Warning, Code: "space.low", Component: "array", Clear: true,
+			Message: fmt.Sprintf("free space back above %d%% (%.1f%% free)", spaceLowPercent, pct)})
 	}
 }
 

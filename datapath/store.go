@@ -342,6 +342,7 @@ type Store struct {
 	cancel     context.CancelFunc
 	stopC      chan struct{} // closed by Close: the flusher drains and exits
 	replayed   int
+	spaceLow   bool // flusher only: the space.low alert is open
 	wg         sync.WaitGroup
 	stats      ioStats
 	flushMu    sync.Mutex // held by the flusher while it mutates the map; Sync waits on it
