@@ -39,6 +39,16 @@ func benchStore(b *testing.B, ssdSize int64) *Store {
 		b.Cleanup(func() { os.RemoveAll(dir) })
 	}
 	o := Options{Dir: dir, FS: vfs.Default, ArrayID: testArrayID, SSDs: 8, KeyRotation: -1}
+	if v := os.Getenv("VFA_BENCH_PENDING_MIB"); v != "" { // for tuning experiments
+		var n int64
+		fmt.Sscan(v, &n)
+		o.PendingLimit = n << 20
+	}
+	if v := os.Getenv("VFA_BENCH_FLUSH_MIB"); v != "" {
+		var n int64
+		fmt.Sscan(v, &n)
+		o.FlushBytes = n << 20
+	}
 	if err := Create(o, CreateOptions{SSDSize: ssdSize}); err != nil {
 		b.Fatal(err)
 	}

@@ -351,6 +351,7 @@ func (fb *flushBatch) commit() error {
 		if u.del {
 			s.cache.del(&u.fp)
 		} else {
+			s.fpf.add(&u.fp)
 			s.cache.put(&u.fp, u.loc)
 		}
 	}
@@ -952,6 +953,7 @@ func isZero(b []byte) bool {
 // Lookups are batched: the chunk's map keys and fingerprints are sorted and
 // looked up with one iterator per worker, not one Get each.
 func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
+	tA := time.Now()
 	cb := lz4.CompressBlockBound(BlockSize)
 	sc := &s.chunk // flusher-owned scratch, reused by every chunk
 	if cap(sc.imgs) < len(keys) {
@@ -991,10 +993,12 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 	if err != nil {
 		return err
 	}
+	s.phase[0].Add(int64(time.Since(tA))); tA = time.Now()
 	// B: old map entries and dedup lookups, in key order.
 	if err := s.lookupChunk(fb, imgs); err != nil {
 		return err
 	}
+	s.phase[1].Add(int64(time.Since(tA))); tA = time.Now()
 	// C: compress the blocks that are new to the index.
 	err = s.parallel(len(imgs), func(w, i int) error {
 		im := &imgs[i]
@@ -1012,6 +1016,7 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 	if err != nil {
 		return err
 	}
+	s.phase[2].Add(int64(time.Since(tA))); tA = time.Now()
 	// Pack in order (serial): dedup decisions, addresses, map changes.
 	var seal []*image
 	for i := range imgs {
@@ -1072,6 +1077,8 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 			return err
 		}
 	}
+	s.phase[3].Add(int64(time.Since(tA))); tA = time.Now()
+	defer func() { s.phase[4].Add(int64(time.Since(tA))) }()
 	// Encrypt the new blocks in parallel into their segment buffers.
 	for _, im := range seal {
 		n := BlockSize
@@ -1114,12 +1121,26 @@ func blockAddr(seg uint64, off uint32, flags uint8, nonce *[12]byte, aad *[13]by
 // sorted iterator seeks.
 func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
 	idx := make([]int, 0, len(imgs))
+	fps := make([]int, 0, len(imgs))
 	for i := range imgs {
-		if imgs[i].kind != 0 {
-			idx = append(idx, i)
+		im := &imgs[i]
+		if im.kind == 0 {
+			continue
 		}
+		idx = append(idx, i)
+		if im.kind != entryData {
+			continue
+		}
+		if c, ok := fb.prevChange(&im.fp); ok {
+			im.found = c.found
+		} else if _, ok := s.cache.get(&im.fp); ok {
+			im.found = true
+		} else if s.fpf.mayContain(&im.fp) {
+			fps = append(fps, i)
+		} // else: never stored, no lookup needed
 	}
-	// Map entries, in (medium, block) order.
+	// Map entries in (medium, block) order: increasing SeekGE positions let
+	// the iterator step forward instead of seeking afresh.
 	sort.Slice(idx, func(a, b int) bool {
 		x, y := &imgs[idx[a]], &imgs[idx[b]]
 		if x.medium != y.medium {
@@ -1127,60 +1148,16 @@ func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
 		}
 		return x.block < y.block
 	})
-	if len(idx) > 0 {
-		first, last := &imgs[idx[0]], &imgs[idx[len(idx)-1]]
-		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: mapKey(first.medium, first.block), UpperBound: mapKey(last.medium, last.block+1)})
-		if err != nil {
-			return err
-		}
-		for _, i := range idx {
-			im := &imgs[i]
-			if e, ok := fb.maps[mkey{im.medium, im.block}]; ok {
-				im.old, im.hadOld = e, e.kind != 0
-				continue
-			}
-			if fb.prev != nil {
-				if e, ok := fb.prev.maps[mkey{im.medium, im.block}]; ok {
-					im.old, im.hadOld = e, e.kind != 0
-					continue
-				}
-			}
-			k := mapKey(im.medium, im.block)
-			// SeekPrefixGE consults the bloom filters: absent keys (new
-			// blocks) cost no data block reads.
-			if it.SeekPrefixGE(k) && bytes.Equal(it.Key(), k) {
-				e, err := decodeMapEntry(it.Value())
-				if err != nil {
-					it.Close()
-					return err
-				}
-				im.old, im.hadOld = e, true
-			}
-		}
-		if err := it.Close(); err != nil {
-			return err
-		}
-	}
-	// Fingerprints, in order, split over the workers.
-	fps := idx[:0]
-	for i := range imgs {
-		if imgs[i].kind == entryData {
-			if c, ok := fb.prevChange(&imgs[i].fp); ok {
-				imgs[i].found = c.found
-				continue
-			}
-			if _, ok := s.cache.get(&imgs[i].fp); ok {
-				imgs[i].found = true
-				continue
-			}
-			fps = append(fps, i)
-		}
-	}
+	// Fingerprints in order, split over the workers; bloom-filtered prefix
+	// seeks, since most new fingerprints are absent.
 	sort.Slice(fps, func(a, b int) bool { return bytes.Compare(imgs[fps[a]].fp[:], imgs[fps[b]].fp[:]) < 0 })
 	workers := max(1, min(s.o.Workers, len(fps)/64))
 	per := (len(fps) + workers - 1) / max(workers, 1)
-	return s.parallel(workers, func(w, part int) error {
-		lo, hi := part*per, min((part+1)*per, len(fps))
+	return s.parallel(workers+1, func(w, task int) error {
+		if task == workers {
+			return s.lookupMapEntries(fb, imgs, idx)
+		}
+		lo, hi := task*per, min((task+1)*per, len(fps))
 		if lo >= hi {
 			return nil
 		}
@@ -1205,6 +1182,54 @@ func (s *Store) lookupChunk(fb *flushBatch, imgs []image) error {
 		}
 		return it.Error()
 	})
+}
+
+// lookupMapEntries fills in the old map entry of each image (idx sorted by
+// medium and block): this batch's changes first, then the batch being
+// committed, then the committed map.
+func (s *Store) lookupMapEntries(fb *flushBatch, imgs []image, idx []int) error {
+	if len(idx) == 0 {
+		return nil
+	}
+	first, last := &imgs[idx[0]], &imgs[idx[len(idx)-1]]
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: mapKey(first.medium, first.block), UpperBound: mapKey(last.medium, last.block+1)})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var k [17]byte
+	k[0] = pfxMap
+	valid, exhausted := false, false
+	for n, i := range idx {
+		im := &imgs[i]
+		if e, ok := fb.maps[mkey{im.medium, im.block}]; ok {
+			im.old, im.hadOld = e, e.kind != 0
+			continue
+		}
+		if fb.prev != nil {
+			if e, ok := fb.prev.maps[mkey{im.medium, im.block}]; ok {
+				im.old, im.hadOld = e, e.kind != 0
+				continue
+			}
+		}
+		if exhausted {
+			continue // no committed entries at or beyond the last seek
+		}
+		putBE64(k[1:], im.medium)
+		putBE64(k[9:], im.block)
+		if n == 0 || !valid || bytes.Compare(it.Key(), k[:]) < 0 {
+			valid = it.SeekGE(k[:])
+			exhausted = !valid
+		}
+		if valid && bytes.Equal(it.Key(), k[:]) {
+			e, err := decodeMapEntry(it.Value())
+			if err != nil {
+				return err
+			}
+			im.old, im.hadOld = e, true
+		}
+	}
+	return it.Error()
 }
 
 // flushImage computes the new content of block b of a medium (chain[0]) from

@@ -343,6 +343,8 @@ type Store struct {
 	stopC      chan struct{} // closed by Close: the flusher drains and exits
 	replayed   int
 	spaceLow   bool // flusher only: the space.low alert is open
+	fpf        *fpFilter
+	phase      [5]atomic.Int64
 	wg         sync.WaitGroup
 	stats      ioStats
 	flushMu    sync.Mutex // held by the flusher while it mutates the map; Sync waits on it
@@ -434,6 +436,9 @@ func (s *Store) Unlock() (err error) {
 	}
 	s.fpKey = keys.Derive(s.k.DEK, "vfa dedup fingerprint")
 	if s.seg, err = loadSegments(s); err != nil {
+		return err
+	}
+	if err := s.loadFPFilter(); err != nil {
 		return err
 	}
 	if v, err := s.getControl("keyrot", 1); err == nil {
