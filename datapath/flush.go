@@ -993,12 +993,14 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 	if err != nil {
 		return err
 	}
-	s.phase[0].Add(int64(time.Since(tA))); tA = time.Now()
+	s.phase[0].Add(int64(time.Since(tA)))
+	tA = time.Now()
 	// B: old map entries and dedup lookups, in key order.
 	if err := s.lookupChunk(fb, imgs); err != nil {
 		return err
 	}
-	s.phase[1].Add(int64(time.Since(tA))); tA = time.Now()
+	s.phase[1].Add(int64(time.Since(tA)))
+	tA = time.Now()
 	// C: compress the blocks that are new to the index.
 	err = s.parallel(len(imgs), func(w, i int) error {
 		im := &imgs[i]
@@ -1016,7 +1018,8 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 	if err != nil {
 		return err
 	}
-	s.phase[2].Add(int64(time.Since(tA))); tA = time.Now()
+	s.phase[2].Add(int64(time.Since(tA)))
+	tA = time.Now()
 	// Pack in order (serial): dedup decisions, addresses, map changes.
 	var seal []*image
 	for i := range imgs {
@@ -1077,7 +1080,8 @@ func (s *Store) flushChunk(fb *flushBatch, keys []mkey, maxSeq uint64) error {
 			return err
 		}
 	}
-	s.phase[3].Add(int64(time.Since(tA))); tA = time.Now()
+	s.phase[3].Add(int64(time.Since(tA)))
+	tA = time.Now()
 	defer func() { s.phase[4].Add(int64(time.Since(tA))) }()
 	// Encrypt the new blocks in parallel into their segment buffers.
 	for _, im := range seal {
