@@ -390,6 +390,51 @@ func (a *Array) DeleteCertificate(name string, inUse func(name string) string) e
 	return a.store.ObjectUpdate(nil, []string{certKey(name)})
 }
 
+// RenameCertificate renames a certificate that nothing uses (inUse, when
+// set, names its users, as for DeleteCertificate). The private key is
+// resealed under the new name (the name is the seal's AAD) and the new
+// record replaces the old one in a single metadata update; a change of
+// letter case only keeps the record and changes its display name.
+func (a *Array) RenameCertificate(name, newName string, inUse func(name string) string) error {
+	a.objects.mu.Lock()
+	defer a.objects.mu.Unlock()
+	rec, err := a.certRecord(name)
+	if err != nil {
+		return err
+	}
+	if lower(name) != lower(newName) {
+		if _, err := a.certRecord(newName); err == nil {
+			return fmt.Errorf("certificate %s %w", newName, ErrExists)
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+	}
+	if inUse != nil {
+		if user := inUse(rec.Name); user != "" {
+			return fmt.Errorf("%w: certificate %s is used by %s", ErrConflict, rec.Name, user)
+		}
+	}
+	key, err := a.openKey(rec.Name, rec.Key)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	sealed, err := a.sealKey(newName, der)
+	if err != nil {
+		return err
+	}
+	nr := *rec
+	nr.Name, nr.Key = newName, sealed
+	var del []string
+	if certKey(name) != certKey(newName) {
+		del = []string{certKey(name)}
+	}
+	return a.store.ObjectUpdate(map[string][]byte{certKey(newName): mustJSON(&nr)}, del)
+}
+
 // TLSCertificate returns the certificate with its private key, for use as
 // a TLS client or server identity.
 func (a *Array) TLSCertificate(name string) (tls.Certificate, error) {

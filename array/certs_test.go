@@ -1,6 +1,7 @@
 package array
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -111,6 +112,45 @@ func TestCertificates(t *testing.T) {
 	}
 	if list, _ := a.Certificates(); len(list) != 1 || list[0].Name != "kmip-ec" {
 		t.Fatalf("list: %+v", list)
+	}
+}
+
+func TestRenameCertificate(t *testing.T) {
+	a := openMemArray(t, newMemFS(t))
+	if _, err := a.CreateCertificate("one", CertOptions{CommonName: "one", KeyAlgorithm: "ec"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateCertificate("two", CertOptions{CommonName: "two", KeyAlgorithm: "ec"}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := a.TLSCertificate("one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.RenameCertificate("one", "TWO", nil); !errors.Is(err, ErrExists) {
+		t.Fatalf("rename onto an existing name: %v", err)
+	}
+	if err := a.RenameCertificate("one", "three", func(string) string { return "KMIP server kms1" }); !errors.Is(err, ErrConflict) {
+		t.Fatalf("rename in use: %v", err)
+	}
+	if err := a.RenameCertificate("nosuch", "three", nil); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rename missing: %v", err)
+	}
+	if err := a.RenameCertificate("one", "Three", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Certificate("one"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old name still there: %v", err)
+	}
+	after, err := a.TLSCertificate("three")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(after.Certificate[0], before.Certificate[0]) || !after.PrivateKey.(*ecdsa.PrivateKey).Equal(before.PrivateKey) {
+		t.Fatal("the renamed certificate has another certificate or key")
+	}
+	if ci, _ := a.Certificate("three"); ci.Name != "Three" {
+		t.Fatalf("display name %q", ci.Name)
 	}
 }
 

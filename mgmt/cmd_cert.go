@@ -48,6 +48,7 @@ func certGroup() *group {
 		{name: "delete", summary: "delete certificates (not while a KMIP server uses them)", args: "CERT...", minArgs: 1, maxArgs: -1, mutates: true, run: certDelete},
 		{name: "list", summary: "list certificates; with --certificate, print them as PEM", args: "[CERT...]", maxArgs: -1, list: true,
 			flags: []flagSpec{{name: "certificate", help: "print the certificates (PEM) instead of the table"}}, run: certList},
+		{name: "rename", summary: "rename a certificate (not while a KMIP server or phone home uses it)", args: "CERT NEW-NAME", minArgs: 2, maxArgs: 2, mutates: true, run: certRename},
 		{name: "setattr", summary: "import a CA-signed certificate (PEM on stdin, until the end of input) for a certificate's key", args: "CERT", minArgs: 1, maxArgs: 1, mutates: true,
 			flags: []flagSpec{{name: "certificate", required: true, help: "read the signed certificate (PEM, the array's certificate only, no chain) from stdin"}},
 			input: func(e *env, p *parsed) error { return e.readPEMInput(p, "certificate", "signed certificate") }, run: certSetattr},
@@ -222,6 +223,30 @@ func certDelete(e *env, p *parsed) error {
 		}
 	}
 	e.print(nameTable(p.args...))
+	return nil
+}
+
+func certRename(e *env, p *parsed) error {
+	a := e.a()
+	c, err := a.Certificate(p.args[0])
+	if err != nil {
+		return errOn(p.args[0], "%s", certReason(err))
+	}
+	nn := p.args[1]
+	if err := checkName(nn); err != nil {
+		return err
+	}
+	if u := strings.Join(a.CertificateUsers(c.Name), ", "); u != "" {
+		return errOn(c.Name, "certificate is in use by %s", u)
+	}
+	inUse := func(n string) string { return strings.Join(a.CertificateUsers(n), ", ") }
+	if err := a.RenameCertificate(c.Name, nn, inUse); err != nil {
+		if errors.Is(err, array.ErrExists) {
+			return errOn(nn, "%s", certReason(err))
+		}
+		return errOn(c.Name, "%s", certReason(err))
+	}
+	e.print(nameTable(nn))
 	return nil
 }
 
