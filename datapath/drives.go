@@ -1,6 +1,8 @@
 package datapath
 
 import (
+	"fmt"
+
 	"vfa/ssd"
 )
 
@@ -59,7 +61,9 @@ func (s *Store) Drives() []Drive {
 			switch h.State {
 			case ssd.StateOK:
 				d.Status = DriveHealthy
-				if h.BadPages > 0 || h.ReadErrors > 0 || h.RepairedPages > 0 {
+				if f, ok := s.rebuildProgress(i); ok {
+					d.Status, d.Reason = DriveRecovering, fmt.Sprintf("rebuilding from parity: %d%% done", int(f*100))
+				} else if h.BadPages > 0 || h.ReadErrors > 0 || h.RepairedPages > 0 {
 					d.Status = DriveDegraded
 				}
 			case ssd.StateFailed:

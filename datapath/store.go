@@ -355,6 +355,9 @@ type Store struct {
 
 	jobMu      sync.Mutex
 	jobs       []job
+	admitMu    sync.Mutex // serialises drive admissions and the rebuild state
+	rebuildMu  sync.Mutex // guards rebuilds
+	rebuilds   []*rebuildState
 	chunk      chunkScratch
 	blockBufs  sync.Pool // stored-block read buffers
 	redOnce    sync.Once
@@ -463,6 +466,7 @@ func (s *Store) Unlock() (err error) {
 			s.event(Warning, "keys.rotation", "keys", err.Error())
 		}
 	}
+	s.resumeRebuild()
 	s.unlocked.Store(true)
 	return nil
 }
@@ -627,6 +631,12 @@ func (s *Store) rotateLocked(gen uint64, why string) error {
 func (s *Store) RotateKeys(why string) error {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
+	return s.rotateAndRecordLocked(why)
+}
+
+// rotateAndRecordLocked rotates and records when and over which devices
+// (keyMu held).
+func (s *Store) rotateAndRecordLocked(why string) error {
 	if err := s.rotateLocked(s.genSeen+1, why); err != nil {
 		return err
 	}

@@ -112,6 +112,58 @@ func TestShamirSubsets(t *testing.T) {
 	}
 }
 
+// A share made later for a new holder combines with any t-1 of the original
+// shares to the secret, and the original shares are unchanged.
+func TestExtendShare(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	for _, n := range []int{6, 8, 13, 24} {
+		tt := Threshold(n)
+		secret := NewKey()
+		shares, err := Split(secret, n, tt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The device in a random slot is lost; the rest make its successor.
+		lost := r.IntN(n)
+		rest := slices.Delete(slices.Clone(shares), lost, lost+1)
+		x := FreeShareX(rest)
+		for _, w := range rest {
+			if x == 0 || w[len(w)-1] == x {
+				t.Fatalf("free x %d is taken", x)
+			}
+		}
+		nw, err := ExtendShare(rest[:tt], x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(nw) != len(shares[0]) || nw[len(nw)-1] != x {
+			t.Fatalf("new share of %d bytes, x %d", len(nw), nw[len(nw)-1])
+		}
+		for trial := 0; trial < 20; trial++ {
+			pick := slices.Clone(rest)
+			r.Shuffle(len(pick), func(i, j int) { pick[i], pick[j] = pick[j], pick[i] })
+			got, err := Combine(append(pick[:tt-1:tt-1], nw))
+			if err != nil || !bytes.Equal(got, secret) {
+				t.Fatalf("n=%d: new share with %d others: %x %v", n, tt-1, got, err)
+			}
+		}
+		// Too few old shares give a share that does not combine.
+		bad, err := ExtendShare(rest[:tt-1], x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := Combine(append(slices.Clone(rest[:tt-1]), bad)); bytes.Equal(got, secret) {
+			t.Fatalf("n=%d: a share from %d shares combined", n, tt-1)
+		}
+	}
+	if _, err := ExtendShare([][]byte{{1, 2, 3}, {4, 5, 6}}, 0); err == nil {
+		t.Fatal("x 0 accepted")
+	}
+	if _, err := ExtendShare([][]byte{{1, 2, 3}, {4, 5, 6}}, 3); err == nil {
+		t.Fatal("a taken x accepted")
+	}
+}
+
 func TestSplitCombineErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

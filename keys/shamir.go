@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/hashicorp/vault/shamir"
@@ -55,4 +56,56 @@ func Combine(shares [][]byte) ([]byte, error) {
 		return nil, fmt.Errorf("keys: combine: %w", err)
 	}
 	return secret, nil
+}
+
+// ExtendShare makes a new share of the secret behind shares (at least the
+// threshold of consistent shares of one Split) at x coordinate x, for a
+// device that joins after the split (a replaced drive). Shamir shares are
+// points of a polynomial p over GF(2^8), one per secret byte, with x in the
+// share's last byte; Combine interpolates p at 0. Addition in GF(2^8) is
+// XOR, so moving every sample by x (x_i -> x_i ^ x) gives the polynomial
+// q(z) = p(z ^ x) of the same degree, and Combine of the moved samples is
+// q(0) = p(x): the new share's value. x must be non-zero and differ from
+// every given share's x. Like Combine, ExtendShare cannot tell a wrong set
+// of shares from a right one: the caller checks the shares first.
+func ExtendShare(shares [][]byte, x byte) ([]byte, error) {
+	if x == 0 {
+		return nil, fmt.Errorf("keys: extend share: x must be non-zero")
+	}
+	moved := make([][]byte, len(shares))
+	for i, s := range shares {
+		if len(s) <= ShareOverhead {
+			return nil, fmt.Errorf("keys: extend share: share of %d bytes", len(s))
+		}
+		if s[len(s)-1] == x {
+			return nil, fmt.Errorf("keys: extend share: x %d is already taken", x)
+		}
+		m := bytes.Clone(s)
+		m[len(m)-1] ^= x
+		moved[i] = m
+	}
+	y, err := Combine(moved)
+	for _, m := range moved {
+		clear(m)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: extend share: %w", err)
+	}
+	return append(y, x), nil
+}
+
+// FreeShareX is an x coordinate that none of shares uses.
+func FreeShareX(shares [][]byte) byte {
+	var used [256]bool
+	for _, s := range shares {
+		if len(s) > 0 {
+			used[s[len(s)-1]] = true
+		}
+	}
+	for x := 1; x < 256; x++ {
+		if !used[x] {
+			return byte(x)
+		}
+	}
+	return 0
 }

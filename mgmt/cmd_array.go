@@ -112,10 +112,47 @@ func portList(e *env, p *parsed) error {
 }
 
 func driveGroup() *group {
-	g := &group{name: "puredrive", summary: "show the SSDs and the NVRAM"}
-	g.subs = []*command{{name: "list", summary: "list every SSD and the NVRAM with its status (healthy, degraded, failed, missing; unknown while the array is locked) and capacity", maxArgs: 0, list: true, run: driveList}}
-	g.subs[0].group = g.name
+	g := &group{name: "puredrive", summary: "show the SSDs and the NVRAM; replace missing or failed SSDs"}
+	g.subs = []*command{
+		{name: "admit", summary: "replace missing or failed SSDs (all of them, or those named) with new ones and rebuild onto them from parity", args: "[DRIVE...]", maxArgs: -1, mutates: true, run: driveAdmit},
+		{name: "list", summary: "list every SSD and the NVRAM with its status (healthy, degraded, recovering, failed, missing; unknown while the array is locked) and capacity", maxArgs: 0, list: true, run: driveList},
+	}
+	for _, c := range g.subs {
+		c.group = g.name
+	}
 	return g
+}
+
+// driveAdmit: a FlashArray admits new drives with puredrive admit; here a
+// new device file takes the slot of each missing or failed SSD, and the
+// array rebuilds onto it while it keeps serving I/O. The drives then show
+// "recovering" in puredrive list until the rebuild is done.
+func driveAdmit(e *env, p *parsed) error {
+	if err := uniqueArgs(p.args); err != nil {
+		return err
+	}
+	got, err := e.a().AdmitDrives(p.args)
+	if err != nil && len(got) == 0 {
+		on := "puredrive admit"
+		if len(p.args) == 1 {
+			on = p.args[0]
+		}
+		return errOn(on, "%s", reason(err))
+	}
+	drives := e.a().Drives()
+	t := newTable("Name", "Status", "Details")
+	for _, n := range got {
+		for _, d := range drives {
+			if d.Name == n {
+				t.add(txt(d.Name), txt(string(d.Status)), txt(d.Reason))
+			}
+		}
+	}
+	e.print(t)
+	if err != nil {
+		return errOn("puredrive admit", "%s", reason(err))
+	}
+	return nil
 }
 
 func driveList(e *env, p *parsed) error {

@@ -3,6 +3,7 @@ package mgmt
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // A degraded array (one SSD missing) and a locked one (three missing), as
@@ -43,8 +44,41 @@ func TestDegradedAndLocked(t *testing.T) {
 		t.Errorf("controller %q", out)
 	}
 
+	// Replacing the missing drive: refusals first, each changing nothing.
+	for cmd, want := range map[string]string{
+		"puredrive admit ssd01":       "Error on ssd01: Ssd01 is in use and healthy; only a missing or failed drive is replaced.\n",
+		"puredrive admit nvram0":      "Error on nvram0: Drive nvram0 does not exist (SSDs are ssd00 to ssd05; the NVRAM is not replaced).\n",
+		"puredrive admit ssd02 ssd02": "Error on ssd02: Named more than once.\n",
+	} {
+		if e := h.fail(cmd); e != want {
+			t.Errorf("%s: %q, want %q", cmd, e, want)
+		}
+	}
+	if out := h.ok("puredrive list --csv --notitle"); !strings.Contains(out, "ssd02,SSD,missing,") {
+		t.Errorf("a refused admission changed the drives:\n%s", out)
+	}
+	if out := h.ok("puredrive admit"); !strings.HasPrefix(out, "Name   Status") || !strings.HasPrefix(strings.Split(out, "\n")[1], "ssd02  ") {
+		t.Errorf("admit: %q", out)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(h.ok("puredrive list --csv --notitle"), "ssd02,SSD,healthy,") {
+		if time.Now().After(deadline) {
+			t.Fatalf("ssd02 not healthy a minute after admission:\n%s", h.ok("puredrive list"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := h.ok("purealert list --csv"); strings.Contains(out, ",ssd02,") {
+		t.Errorf("alert still open after the replacement:\n%s", out)
+	}
+	if sp := parseCSV(t, h.ok("purearray list --space --csv")); sp[0]["Parity"] != "1.000" {
+		t.Errorf("parity after the replacement: %s", sp[0]["Parity"])
+	}
+	if e := h.fail("puredrive admit"); e != "Error on puredrive admit: Every SSD is healthy; there is no drive to admit.\n" {
+		t.Errorf("admit with nothing to admit: %q", e)
+	}
+
 	h.stop()
-	for _, n := range []string{"ssd03", "ssd04"} {
+	for _, n := range []string{"ssd02", "ssd03", "ssd04"} {
 		if err := h.fs.Remove(h.dir + "/ssd/" + n + ".dev"); err != nil {
 			t.Fatal(err)
 		}

@@ -26,6 +26,8 @@
 #   crash        SIGKILL vfa under a QD32 writer (unique data) and under
 #                qemu-io; every acknowledged write reads back
 #   restart      SIGTERM, no NVRAM replay on the next boot, data intact
+#   rebuild      a deleted SSD replaced with puredrive admit and rebuilt;
+#                then two other SSDs deleted and every byte still reads back
 #   vm           open-iscsi in a QEMU guest: discovery, login (CHAP and a
 #                refused wrong secret when the binary has the SSH CLI), ext4,
 #                fstrim, fsck; restart vfa; verify
@@ -43,7 +45,7 @@ VFA_PROG=system-test
 # shellcheck source=/dev/null
 for f in "$VFA_SCRIPTS"/systest/check_*.sh; do . "$f"; done
 
-ALL_CHECKS=(boot tools conformance qemu negative masking crash restart vm rdl)
+ALL_CHECKS=(boot tools conformance qemu negative masking crash restart rebuild vm rdl)
 usage() {
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 }

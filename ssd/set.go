@@ -252,6 +252,20 @@ func (s *Set) Health() []DeviceHealth {
 	return out
 }
 
+// ResetHealth zeroes the error counters of slot: its device was replaced
+// and rebuilt, and what the old one (or the rebuild) counted no longer says
+// anything about it.
+func (s *Set) ResetHealth(slot int) {
+	if slot < 0 || slot >= len(s.slots) {
+		return
+	}
+	st := &s.slots[slot]
+	st.repaired.Store(0)
+	st.badPages.Store(0)
+	st.readErrors.Store(0)
+	st.writeErrors.Store(0)
+}
+
 // Stats are set-wide event counters.
 type Stats struct {
 	Writes        uint64 // WriteRows (and WriteSegment) calls that returned nil
