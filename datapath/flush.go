@@ -413,6 +413,7 @@ func (s *Store) flusher() {
 	defer s.wg.Done()
 	timer := time.NewTimer(s.o.FlushDelay)
 	defer timer.Stop()
+	s.checkHostSpace(true)
 	for {
 		stopping := false
 		select {
@@ -431,6 +432,7 @@ func (s *Store) flusher() {
 		s.rotateIfDue()
 		s.checkDeviceSet()
 		s.checkFreeSpace()
+		s.checkHostSpace(false)
 		if err := s.deleteMedia(); err != nil {
 			s.failFlush(err)
 		}

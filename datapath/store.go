@@ -334,24 +334,26 @@ type Store struct {
 	vols   *volumes
 	flushC chan struct{}
 
-	closed     atomic.Bool
-	unlocked   atomic.Bool
-	unlockMu   sync.Mutex
-	lockReason atomic.Pointer[string]
-	ctx        context.Context
-	cancel     context.CancelFunc
-	stopC      chan struct{} // closed by Close: the flusher drains and exits
-	replayed   int
-	spaceLow   bool // flusher only: the space.low alert is open
-	fpf        *fpFilter
-	phase      [5]atomic.Int64
-	wg         sync.WaitGroup
-	stats      ioStats
-	flushMu    sync.Mutex // held by the flusher while it mutates the map; Sync waits on it
-	flushed    sync.Cond  // broadcast after every flush commit (L = flushedMu)
-	flushedMu  sync.Mutex
-	flushedSeq uint64
-	flushErr   error
+	closed      atomic.Bool
+	unlocked    atomic.Bool
+	unlockMu    sync.Mutex
+	lockReason  atomic.Pointer[string]
+	ctx         context.Context
+	cancel      context.CancelFunc
+	stopC       chan struct{} // closed by Close: the flusher drains and exits
+	replayed    int
+	spaceLow    bool      // flusher only: the space.low alert is open
+	hostLow     bool      // flusher only: the host.space alert is open
+	hostCheckAt time.Time // flusher only: last host space check
+	fpf         *fpFilter
+	phase       [5]atomic.Int64
+	wg          sync.WaitGroup
+	stats       ioStats
+	flushMu     sync.Mutex // held by the flusher while it mutates the map; Sync waits on it
+	flushed     sync.Cond  // broadcast after every flush commit (L = flushedMu)
+	flushedMu   sync.Mutex
+	flushedSeq  uint64
+	flushErr    error
 
 	jobMu      sync.Mutex
 	jobs       []job
