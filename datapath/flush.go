@@ -16,6 +16,7 @@ import (
 	"github.com/zeebo/blake3"
 
 	"vfa/nvram"
+	"vfa/ssd"
 )
 
 // The flusher: one goroutine that moves pending NVRAM records into segments
@@ -425,8 +426,23 @@ func (s *Store) flusher() {
 		case <-timer.C:
 		}
 		s.seg.recycle()
-		if err := s.flushPending(false); err != nil {
-			s.failFlush(err)
+		// While the host file system is full, flushes (and GC, which
+		// writes too) are retried only every hostFullRetry.
+		held := s.hostFull.Load() && !stopping && time.Since(s.hostFullTry) < hostFullRetry
+		if s.hostFull.Load() && !held {
+			s.hostFullTry = time.Now()
+		}
+		batches := s.flushStats.batches.Load()
+		if !held {
+			if err := s.flushPending(false); err != nil {
+				s.failFlush(err)
+			} else if s.hostFull.Load() && (s.flushStats.batches.Load() > batches || (s.pend.bytesNow() == 0 && s.hostHasRoom())) {
+				// A flush wrote the SSDs again, or (nothing to flush: GC's
+				// write had failed) the file system reports room again.
+				s.hostFull.Store(false)
+				s.o.Events(Event{Time: s.o.Now(), Severity: Critical, Code: "host.full", Component: "array", Clear: true,
+					Message: "the SSD files can be written again; writes are accepted"})
+			}
 		}
 		s.runJobs()
 		s.rotateIfDue()
@@ -436,7 +452,7 @@ func (s *Store) flusher() {
 		if err := s.deleteMedia(); err != nil {
 			s.failFlush(err)
 		}
-		if s.pend.bytesNow() == 0 || s.seg.lowOnSpace() {
+		if !held && (s.pend.bytesNow() == 0 || s.seg.lowOnSpace()) {
 			if err := s.gcOnce(s.seg.lowOnSpace()); err != nil {
 				s.failFlush(err)
 			}
@@ -452,6 +468,13 @@ func (s *Store) flusher() {
 		timer.Reset(s.o.FlushDelay)
 	}
 }
+
+// hostFullRetry: how often a flush is tried while the host file system is
+// full.
+const hostFullRetry = time.Second
+
+// errHostFull is what writers get while the host file system is full.
+var errHostFull = fmt.Errorf("%w: the file system holding the SSD files is full", ErrNoSpace)
 
 // Free space alerts: below spaceLowPercent free an alert opens; it closes
 // again above spaceLowPercent+2 (so it does not flap).
@@ -476,6 +499,20 @@ func (s *Store) checkFreeSpace() {
 }
 
 func (s *Store) failFlush(err error) {
+	if errors.Is(err, ssd.ErrHostFull) {
+		// Not sticky either, and not the devices' fault: the file system
+		// under the SSD files is full. New writes are refused with a space
+		// error (acknowledged ones are safe in NVRAM) until a flush
+		// succeeds; the flusher retries every hostFullRetry.
+		if !s.hostFull.Swap(true) {
+			s.o.Logger.Error("flush failed: host file system full", "err", err)
+			s.event(Critical, "host.full", "array", "the file system holding the SSD files is full: new writes are refused until there is space (acknowledged writes are safe in NVRAM): "+err.Error())
+			s.pend.mu.Lock()
+			s.pend.cond.Broadcast() // writers waiting for room get the space error
+			s.pend.mu.Unlock()
+		}
+		return
+	}
 	if errors.Is(err, ErrNoSpace) {
 		// Not sticky: GC may free space; NVRAM still holds the data.
 		s.o.Logger.Warn("flush waits for space", "err", err)
@@ -562,6 +599,9 @@ func (s *Store) waitPendingRoom(ctx context.Context, n int64) error {
 	for p.bytes+n > s.o.PendingLimit && p.bytes > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if s.hostFull.Load() {
+			return errHostFull
 		}
 		if s.closed.Load() {
 			return ErrClosed

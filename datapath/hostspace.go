@@ -64,3 +64,13 @@ func (s *Store) checkHostSpace(force bool) {
 }
 
 func gib(n int64) string { return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30)) }
+
+// hostHasRoom reports whether the host file system has room for two more
+// segments on every SSD (true when it does not say).
+func (s *Store) hostHasRoom() bool {
+	du, err := s.o.FS.GetDiskUsage(s.o.Dir)
+	if err != nil {
+		return true
+	}
+	return int64(du.AvailBytes) >= 2*s.set.AUSize()*int64(s.o.SSDs)
+}

@@ -2,7 +2,11 @@ package datapath
 
 import (
 	"context"
+	"errors"
+	"os"
+	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,4 +69,108 @@ func TestHostSpaceAlert(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEvent(true)
+}
+
+// fullFS fails writes to the SSD files with ENOSPC while full is set (the
+// NVRAM is preallocated and the metadata store is left alone).
+type fullFS struct {
+	vfs.FS
+	full atomic.Bool
+}
+
+type fullFile struct {
+	vfs.File
+	fs *fullFS
+}
+
+func (f fullFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.fs.full.Load() {
+		return 0, &os.PathError{Op: "write", Path: "ssd", Err: syscall.ENOSPC}
+	}
+	return f.File.WriteAt(p, off)
+}
+
+func (f *fullFS) wrap(name string, file vfs.File, err error) (vfs.File, error) {
+	if err != nil || !strings.Contains(name, "/ssd/") {
+		return file, err
+	}
+	return fullFile{File: file, fs: f}, nil
+}
+
+func (f *fullFS) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	file, err := f.FS.OpenReadWrite(name, c, opts...)
+	return f.wrap(name, file, err)
+}
+
+func (f *fullFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	file, err := f.FS.Create(name, c)
+	return f.wrap(name, file, err)
+}
+
+// The host file system filling up is not a device failure: the devices stay
+// in service, acknowledged writes stay readable (and safe in NVRAM), new
+// writes get a space error, and once there is room again the flush goes
+// through and writes are accepted.
+func TestHostFull(t *testing.T) {
+	o, data := faultArray(t)
+	fs := &fullFS{FS: vfs.Default}
+	o.FS = fs
+	var log eventLog
+	s, err := openWith(t, o, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	v, _ := s.Lookup("data")
+	ctx := context.Background()
+	fs.full.Store(true)
+	acked := make([]byte, 64<<10)
+	fill(acked, 41)
+	if err := v.Write(ctx, acked, 16); err != nil {
+		t.Fatalf("write before the flush fails: %v", err)
+	}
+	copy(data[16*SectorSize:], acked)
+	deadline := time.Now().Add(30 * time.Second)
+	for !log.has("host.full", "array") {
+		if time.Now().After(deadline) {
+			t.Fatal("no host.full alert")
+		}
+		s.kickFlush()
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, d := range s.Drives() {
+		if d.Status != DriveHealthy {
+			t.Fatalf("%s %s (%s) after ENOSPC: the host's condition failed a device", d.Name, d.Status, d.Reason)
+		}
+	}
+	if err := v.Write(ctx, make([]byte, 4096), 0); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("write while the host is full: %v", err)
+	}
+	checkData(t, s, data, "while the host is full")
+	fs.full.Store(false)
+	for {
+		err := v.Write(ctx, acked[:4096], 2048)
+		if err == nil {
+			copy(data[2048*SectorSize:], acked[:4096])
+			break
+		}
+		if !errors.Is(err, ErrNoSpace) || time.Now().After(deadline) {
+			t.Fatalf("writes after room came back: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := s.flushAll(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err = openWith(t, o, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Replayed() != 0 {
+		t.Fatalf("%d NVRAM records replayed after a clean close", s.Replayed())
+	}
+	checkData(t, s, data, "after the host had room again and a restart")
 }

@@ -99,6 +99,9 @@ func (v *Volume) append(ctx context.Context, op uint8, payload []byte, sector, n
 		need = int64(min(n*SectorSize, BlockSize*2))
 	}
 	// Unmaps free space: they are always admitted.
+	if op != opUnmap && s.hostFull.Load() {
+		return errHostFull
+	}
 	if op != opUnmap && !s.seg.admit(need) {
 		return ErrNoSpace
 	}

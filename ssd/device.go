@@ -33,6 +33,11 @@ var (
 	// ErrMismatch: devices disagree on the shape of the set (device count, AU
 	// size, slot), or a slot is taken twice.
 	ErrMismatch = errors.New("devices do not form one set")
+	// ErrHostFull: the file system holding the device files has no space
+	// left (ENOSPC). It is the host's condition, not the device's: the
+	// devices stay in service, and the rows of the failed write must not be
+	// used (the caller abandons them, as after any failed write).
+	ErrHostFull = errors.New("host file system full")
 	// ErrTooManyFailed: more than two devices of the set are missing or failed.
 	ErrTooManyFailed = errors.New("too many devices missing or failed")
 	// ErrUnrecoverable: a stripe row has more than two bad pages (or its pages

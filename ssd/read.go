@@ -3,8 +3,10 @@ package ssd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"syscall"
 )
 
 // readBuf is the scratch of one Read: the pages it reads, per data column.
@@ -463,6 +465,9 @@ func (s *Set) repairPage(row *rowBuf, au int, segID uint64, r, c int) bool {
 	}
 	_, err := m.dev.f.WriteAt(page, s.geo.pageOffset(au, r))
 	lk.Unlock()
+	if errors.Is(err, syscall.ENOSPC) {
+		return false // the host file system is full; the page is rebuilt again next time
+	}
 	if err != nil {
 		s.markWriteFailed(slot, m, fmt.Sprintf("repair au %d row %d", au, r), err)
 		return false

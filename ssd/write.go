@@ -2,8 +2,10 @@ package ssd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 )
 
 // segBuf is the scratch of one WriteSegment: the plaintext columns
@@ -106,10 +108,18 @@ func (s *Set) WriteRows(ctx context.Context, au int, segID uint64, firstRow int,
 		wg.Go(func() { b.errs[c] = s.writeColumn(b, m, au, c, slot, firstRow, rows, segID) })
 	}
 	wg.Wait()
+	var full error
 	for c := range g.n {
-		if b.errs[c] != nil {
-			s.markWriteFailed(g.slotOf(au, c), b.mems[c], fmt.Sprintf("write au %d", au), b.errs[c])
+		switch err := b.errs[c]; {
+		case err == nil:
+		case errors.Is(err, syscall.ENOSPC):
+			full = err // not the device's fault: it stays in service
+		default:
+			s.markWriteFailed(g.slotOf(au, c), b.mems[c], fmt.Sprintf("write au %d", au), err)
 		}
+	}
+	if full != nil {
+		return fmt.Errorf("ssd: write segment %d at au %d: %w: %w", segID, au, ErrHostFull, full)
 	}
 	if k := s.Unavailable(); k > ParityShards {
 		return fmt.Errorf("ssd: write segment %d at au %d: %w: %d of %d devices", segID, au, ErrTooManyFailed, k, g.n)
