@@ -200,9 +200,6 @@ func TestCrashKill9(t *testing.T) {
 		crashChild()
 		return
 	}
-	if testing.Short() {
-		t.Skip("kill -9 loop is not short")
-	}
 	iterations := 50
 	if s := os.Getenv("VFA_CRASH_ITERATIONS"); s != "" {
 		iterations, _ = strconv.Atoi(s)

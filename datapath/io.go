@@ -18,6 +18,7 @@ type ioStats struct {
 	reads, writes         atomic.Uint64
 	readBytes, writeBytes atomic.Uint64
 	readNanos, writeNanos atomic.Uint64
+	rereads               atomic.Uint64 // multi-block reads redone after a write came in
 }
 
 var zeroSector [SectorSize]byte
@@ -215,7 +216,7 @@ func (v *Volume) CompareAndWrite(ctx context.Context, sector uint64, cmp, data [
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	cur := make([]byte, len(cmp))
-	if err := v.Read(ctx, cur, sector); err != nil {
+	if err := v.read(ctx, cur, sector, true); err != nil {
 		return 0, err
 	}
 	for i := range cur {
@@ -242,8 +243,26 @@ func (v *Volume) Flush(ctx context.Context) error {
 	return v.s.usable()
 }
 
-// Read fills p from sector.
+// Read fills p from sector. A read is never torn by a concurrent write of
+// at most MaxAtomic bytes: it sees all of that write or none of it.
 func (v *Volume) Read(ctx context.Context, p []byte, sector uint64) error {
+	return v.read(ctx, p, sector, false)
+}
+
+// readRetries: how often a read of several blocks is redone, when writes
+// came in while it ran, before it excludes writers to the volume instead.
+const readRetries = 3
+
+// read is Read; held says the caller holds v.mu exclusively (no write to
+// the volume can start or be in flight).
+//
+// A write is one NVRAM record that enters the pending index under one lock,
+// so a read of one block sees all of it or none of it. A read of several
+// blocks looks them up one after another; if a write was added for the
+// volume's medium meanwhile, it may have seen part of it, and it reads
+// again. After readRetries such collisions it takes v.mu exclusively (new
+// writes wait; those under way finish first) and reads once more.
+func (v *Volume) read(ctx context.Context, p []byte, sector uint64, held bool) error {
 	t0 := time.Now()
 	n, err := v.s.bufSectors(p)
 	if err != nil {
@@ -257,7 +276,43 @@ func (v *Volume) Read(ctx context.Context, p []byte, sector uint64) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
-	orig, origSector := p, sector
+	multi := sector%sectorsPerBlock+n > sectorsPerBlock
+	for attempt := 0; ; attempt++ {
+		if !multi || held {
+			err = v.readOnce(st, p, sector, n)
+			break
+		}
+		if attempt == readRetries {
+			v.mu.Lock()
+			st = v.st.Load()
+			err = v.readOnce(st, p, sector, n)
+			v.mu.Unlock()
+			break
+		}
+		adds := s.pend.addCount(st.chain[0].medium)
+		if err = v.readOnce(st, p, sector, n); err != nil || s.pend.addCount(st.chain[0].medium) == adds {
+			break
+		}
+		s.stats.rereads.Add(1)
+	}
+	if err != nil {
+		return err
+	}
+	if hc := v.hostKey.Load(); hc != nil {
+		if err := (*hc).Encrypt(sector, p); err != nil {
+			clear(p)
+			return fmt.Errorf("%w: %v", ErrHostKey, err)
+		}
+	}
+	s.stats.reads.Add(1)
+	s.stats.readBytes.Add(uint64(len(p)))
+	s.stats.readNanos.Add(uint64(time.Since(t0)))
+	return nil
+}
+
+// readOnce resolves n sectors from sector through st's chain into p.
+func (v *Volume) readOnce(st *volState, p []byte, sector, n uint64) error {
+	s := v.s
 	var tmp [BlockSize]byte
 	for n > 0 {
 		b := sector / sectorsPerBlock
@@ -287,15 +342,6 @@ func (v *Volume) Read(ctx context.Context, p []byte, sector uint64) error {
 		sector += cnt
 		n -= cnt
 	}
-	if hc := v.hostKey.Load(); hc != nil {
-		if err := (*hc).Encrypt(origSector, orig); err != nil {
-			clear(orig)
-			return fmt.Errorf("%w: %v", ErrHostKey, err)
-		}
-	}
-	s.stats.reads.Add(1)
-	s.stats.readBytes.Add(uint64(len(orig)))
-	s.stats.readNanos.Add(uint64(time.Since(t0)))
 	return nil
 }
 
@@ -435,5 +481,6 @@ func (s *Store) Flush() error { return s.flushAll() }
 
 // MaxAtomic is the largest write that is atomic: it is one NVRAM record,
 // replayed entirely or not at all after a crash, and it enters the read
-// index under one lock, so no reader sees part of it.
+// index under one lock; a read that may have overlapped its entry is redone
+// (see read), so no reader sees part of it.
 func (v *Volume) MaxAtomic() int { return v.s.maxIO }

@@ -81,10 +81,20 @@ type pending struct {
 	queue []*pop
 	cond  *sync.Cond // signalled when bytes drop (writers wait on mu's write side)
 	pools payloadPools
+	// adds counts the ops added per medium (never reset): a read of several
+	// blocks that saw the count change may have seen part of a write.
+	adds map[uint64]uint64
+}
+
+// addCount is how many ops were ever added for medium.
+func (p *pending) addCount(medium uint64) uint64 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.adds[medium]
 }
 
 func newPending() *pending {
-	p := &pending{media: make(map[uint64]*pmedium)}
+	p := &pending{media: make(map[uint64]*pmedium), adds: make(map[uint64]uint64)}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -92,6 +102,7 @@ func newPending() *pending {
 func (p *pending) add(medium uint64, o *pop, size int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.adds[medium]++
 	m := p.media[medium]
 	if m == nil {
 		m = &pmedium{blocks: make(map[uint64][]*pop)}

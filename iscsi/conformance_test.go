@@ -125,9 +125,6 @@ func hasFail(rs []cuResult) bool {
 }
 
 func TestConformance(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short")
-	}
 	cu := needTool(t, "iscsi-test-cu")
 	const (
 		ini1 = "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test"
