@@ -27,6 +27,7 @@ import (
 const (
 	flushChunkBlocks = 2048 // blocks resolved and reduced per pipeline pass
 	gcMaxLive        = 0.5  // idle GC collects segments less than half live
+	gcMaxLiveRoomy   = 0.1  // ... or less than a tenth live while half the AUs are free
 )
 
 type mkey struct{ medium, block uint64 }

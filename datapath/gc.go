@@ -1,7 +1,10 @@
 package datapath
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -27,15 +30,44 @@ func (sa *segAlloc) lowOnSpace() bool {
 	return free < max(sa.aus/8, reserveSegs+4)
 }
 
-// gcOnce relocates the live blocks of the emptiest segments. When urgent,
-// any segment with dead space qualifies; otherwise only those under half
+// idleMaxLive is how live a segment may be for idle GC to collect it: with
+// half the AUs or more free, only nearly dead segments (moving little data
+// for a whole AU), so that an array with room to spare does not spend its
+// CPU and bandwidth relocating data; with less room, any segment under half
 // live.
+func (sa *segAlloc) idleMaxLive() (maxLive float64, roomy bool) {
+	sa.mu.RLock()
+	defer sa.mu.RUnlock()
+	if 2*(len(sa.free)+len(sa.quarantine)) >= sa.aus {
+		return gcMaxLiveRoomy, true
+	}
+	return gcMaxLive, false
+}
+
+// Idle GC on a roomy array is also paced: a pass at most every
+// gcRoomyEvery, of at most gcRoomyVictims segments (each costs a dedup
+// index check per block it ever held, live or dead), so that it takes a
+// small share of the CPU from the I/O the array serves.
+const (
+	gcRoomyEvery   = time.Second
+	gcRoomyVictims = 4
+)
+
+// gcOnce relocates the live blocks of the emptiest segments. When urgent,
+// any segment with dead space qualifies; otherwise see idleMaxLive.
 func (s *Store) gcOnce(urgent bool) error {
-	maxLive := gcMaxLive
+	maxLive, roomy := s.seg.idleMaxLive()
+	limit := 64
 	if urgent {
 		maxLive = 0.97
+	} else if roomy {
+		if time.Since(s.gcIdleAt) < gcRoomyEvery {
+			return nil
+		}
+		s.gcIdleAt = time.Now()
+		limit = gcRoomyVictims
 	}
-	victims := s.seg.victims(maxLive, 64)
+	victims := s.seg.victims(maxLive, limit)
 	if len(victims) == 0 {
 		return nil
 	}
@@ -94,11 +126,22 @@ func (s *Store) relocate(fb *flushBatch, id uint64) (int64, error) {
 	var moved int64
 	buf := make([]byte, BlockSize+gcmTag)
 	var plain [BlockSize]byte
+	var all []sumEntry
 	for it.First(); it.Valid(); it.Next() {
 		es, err := decodeSummary(it.Value())
 		if err != nil {
 			return 0, err
 		}
+		all = append(all, es...)
+	}
+	if err := it.Error(); err != nil {
+		return 0, err
+	}
+	if err := s.prefetchChanges(fb, all); err != nil {
+		return 0, err
+	}
+	{
+		es := all
 		for _, e := range es {
 			off, fp := e.off, e.fp
 			c, err := fb.change(&fp)
@@ -139,7 +182,53 @@ func (s *Store) relocate(fb *flushBatch, id uint64) (int64, error) {
 			moved += int64(loc.length)
 		}
 	}
-	return moved, it.Error()
+	return moved, nil
+}
+
+// prefetchChanges looks up, in fingerprint order with one iterator, the
+// dedup entries of es that fb does not know yet, and records them in fb as
+// fb.change would (one Get per block costs several times more).
+func (s *Store) prefetchChanges(fb *flushBatch, es []sumEntry) error {
+	var fps []FP
+	for i := range es {
+		fp := &es[i].fp
+		if _, ok := fb.dd[*fp]; ok {
+			continue
+		}
+		if c, ok := fb.prevChange(fp); ok {
+			fb.dd[*fp] = c
+			continue
+		}
+		fps = append(fps, *fp)
+	}
+	if len(fps) == 0 {
+		return nil
+	}
+	slices.SortFunc(fps, func(a, b FP) int { return bytes.Compare(a[:], b[:]) })
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pfxDedup}, UpperBound: []byte{pfxDedup + 1}})
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	var k [33]byte
+	k[0] = pfxDedup
+	for i := range fps {
+		fp := &fps[i]
+		if _, ok := fb.dd[*fp]; ok {
+			continue // a duplicate in the summary
+		}
+		c := &ddChange{}
+		copy(k[1:], fp[:])
+		if it.SeekPrefixGE(k[:]) && bytes.Equal(it.Key(), k[:]) {
+			l, err := decodeLocation(it.Value())
+			if err != nil {
+				return err
+			}
+			c.loc, c.found = l, true
+		}
+		fb.dd[*fp] = c
+	}
+	return it.Error()
 }
 
 // deleteMedia drops the entries of media that nothing references any more,

@@ -344,6 +344,7 @@ type Store struct {
 	replayed    int
 	spaceLow    bool        // flusher only: the space.low alert is open
 	hostLow     bool        // flusher only: the host.space alert is open
+	gcIdleAt    time.Time   // flusher only: last paced idle GC pass
 	hostFull    atomic.Bool // SSD writes failed with ENOSPC; writes are refused until a flush succeeds
 	hostFullTry time.Time   // flusher only: last flush attempt while hostFull
 	hostCheckAt time.Time   // flusher only: last host space check
