@@ -57,7 +57,7 @@ type Options struct {
 	FlushDelay   time.Duration // flush pending writes at most this long after they arrive (default 200ms)
 	FlushBytes   int64         // flush as soon as this much is pending (default 8 MiB)
 	PendingLimit int64         // writers wait while this much is pending (default 32 MiB)
-	CacheBytes   int64         // Pebble block cache (default 64 MiB)
+	CacheBytes   int64         // Pebble block cache (default 128 MiB)
 	Workers      int           // reduction workers (default GOMAXPROCS)
 	Logger       *slog.Logger
 	Events       func(Event) // called for device, key and space events (must not block)
@@ -91,7 +91,7 @@ func (o *Options) setDefaults() {
 		o.PendingLimit = 32 << 20
 	}
 	if o.CacheBytes == 0 {
-		o.CacheBytes = 64 << 20
+		o.CacheBytes = 128 << 20
 	}
 	if o.Workers == 0 {
 		o.Workers = runtime.GOMAXPROCS(0)
