@@ -60,6 +60,11 @@ type VolumeSpace struct {
 	Size          int64
 	Written       int64 // bytes of blocks the volume shows
 	Unique        int64 // stored bytes only this volume references
+	// Snapshots: stored bytes that only this volume's frozen media hold,
+	// for blocks the volume has overwritten since (what its snapshots keep
+	// alive). Blocks of snapshots whose volume is gone, or of media shared
+	// with a copy, count in the array's Snapshots only.
+	Snapshots int64
 	DataReduction float64
 }
 
@@ -123,6 +128,7 @@ func (s *Store) Space() (Space, []VolumeSpace, error) {
 	type visible struct {
 		medium uint64
 		fp     FP
+		hidden bool // an entry of a frozen medium the volume no longer shows
 	}
 	lookupAll := func(batch []visible, fn func(v *visible, loc location)) error {
 		sort.Slice(batch, func(i, j int) bool { return bytes.Compare(batch[i].fp[:], batch[j].fp[:]) < 0 })
@@ -166,6 +172,12 @@ func (s *Store) Space() (Space, []VolumeSpace, error) {
 		var batch []visible
 		vi := vi
 		account := func(v *visible, loc location) {
+			if v.hidden {
+				if loc.refs == 1 && inChains[v.medium] == 1 {
+					vsp.Snapshots += int64(loc.length)
+				}
+				return
+			}
 			if loc.refs == 1 && inChains[v.medium] == 1 {
 				vsp.Unique += int64(loc.length)
 				return
@@ -178,18 +190,26 @@ func (s *Store) Space() (Space, []VolumeSpace, error) {
 			u.visible++
 			u.owner = vi
 		}
-		err := walkVisible(snap, vc.chain, func(m, b uint64, e mapEntry) error {
-			vsp.Written += BlockSize
-			if e.kind != entryData {
-				return nil
-			}
-			batch = append(batch, visible{m, e.fp})
+		add := func(v visible) error {
+			batch = append(batch, v)
 			if len(batch) == 1<<14 {
 				err := lookupAll(batch, account)
 				batch = batch[:0]
 				return err
 			}
 			return nil
+		}
+		err := walkVisibleHidden(snap, vc.chain, func(m, b uint64, e mapEntry) error {
+			vsp.Written += BlockSize
+			if e.kind != entryData {
+				return nil
+			}
+			return add(visible{medium: m, fp: e.fp})
+		}, func(m, b uint64, e mapEntry) error {
+			if e.kind != entryData {
+				return nil
+			}
+			return add(visible{medium: m, fp: e.fp, hidden: true})
 		})
 		if err == nil && len(batch) > 0 {
 			err = lookupAll(batch, account)
@@ -249,6 +269,12 @@ func (s *Store) parityFraction() float64 {
 // walkVisible calls fn for every block a chain shows (data or zero entries;
 // unmapped tombstones hide the block), in block order.
 func walkVisible(r pebble.Reader, chain []chainLink, fn func(medium, b uint64, e mapEntry) error) error {
+	return walkVisibleHidden(r, chain, fn, nil)
+}
+
+// walkVisibleHidden is walkVisible that also calls hidden (when not nil)
+// for the entries of deeper links that a shallower one hides.
+func walkVisibleHidden(r pebble.Reader, chain []chainLink, fn, hidden func(medium, b uint64, e mapEntry) error) error {
 	type cur struct {
 		it  *pebble.Iterator
 		idx int
@@ -294,9 +320,18 @@ func walkVisible(r pebble.Reader, chain []chainLink, fn func(medium, b uint64, e
 				return err
 			}
 		}
-		for _, c := range its {
+		for i, c := range its {
 			if c.it.Valid() {
 				if _, b, _ := decodeMapKey(c.it.Key()); b == bestBlock {
+					if hidden != nil && i != best {
+						he, err := decodeMapEntry(c.it.Value())
+						if err != nil {
+							return err
+						}
+						if err := hidden(chain[c.idx].medium, b, he); err != nil {
+							return err
+						}
+					}
 					c.it.Next()
 				}
 			}

@@ -188,7 +188,7 @@ func (e *env) volSpace(sel []array.Volume) error {
 			total = float64(v.Size) / float64(s.Unique)
 		}
 		t.add(txt(v.Name), size(v.Size), percent(thin), ratio(s.DataReduction), ratio(total),
-			space(s.Unique), txt(""), txt(""), txt(""), space(s.Unique))
+			space(s.Unique), space(s.Snapshots), txt(""), txt(""), space(s.Unique+s.Snapshots))
 	}
 	e.print(t)
 	return nil
