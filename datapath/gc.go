@@ -373,3 +373,175 @@ func (s *Store) storeImage(fb *flushBatch, m, b uint64, img []byte) error {
 	}
 	return fb.setEntry(m, b, old, had, e)
 }
+
+// Merging media. A snapshot freezes its volume's medium M and gives the
+// volume a child C; when the snapshot is eradicated, M loses its owner but
+// stays in C's chain, so without merging, a volume's chain (and the lookups
+// a read makes) would grow with every snapshot ever taken. mergeMedia folds
+// such an ownerless medium with exactly one child into that child, on the
+// flusher goroutine, a batch at a time:
+//
+//  1. every entry of M that C shows through (C has no entry of its own at
+//     that block, and the block is below C's limit) is copied into C with
+//     its reference (copies are committed before anything else changes, so
+//     every chain still reads the same data; a crash repeats the copying,
+//     which skips what C already has);
+//  2. one final batch re-parents C to M's parent with the smaller of the
+//     two limits, and releases M, which deleteMedia then empties (dropping
+//     the references of its entries, copied or hidden).
+//
+// M must have no pending (unflushed) ops; C's pending ops are flushed later
+// over the copied entries like over any other.
+
+// mergeState is the merge in progress (flusher only).
+type mergeState struct {
+	m, c uint64 // medium being folded into its child
+	next uint64 // first block of m not copied yet
+}
+
+// mergeCandidate finds an ownerless medium with exactly one live child and
+// no pending ops (vs.mu held for reading).
+func (s *Store) mergeCandidate() (m, c uint64, ok bool) {
+	vs := s.vols
+	owned := map[uint64]bool{}
+	for _, vol := range vs.byID {
+		owned[vol.st.Load().rec.Medium] = true
+	}
+	children := map[uint64][]uint64{}
+	for id, ms := range vs.media {
+		if ms.parent != 0 && !ms.deleting {
+			children[ms.parent] = append(children[ms.parent], id)
+		}
+	}
+	for id, ms := range vs.media {
+		if ms.deleting || owned[id] || ms.refs != 1 || len(children[id]) != 1 {
+			continue
+		}
+		s.pend.mu.RLock()
+		busy := s.pend.media[id] != nil
+		s.pend.mu.RUnlock()
+		if busy {
+			continue
+		}
+		return id, children[id][0], true
+	}
+	return 0, 0, false
+}
+
+// mergeMedia does one batch of a merge (see above); it reports whether it
+// did anything.
+func (s *Store) mergeMedia() (bool, error) {
+	vs := s.vols
+	st := &s.merge
+	vs.mu.RLock()
+	if st.m != 0 {
+		mm, cm := vs.media[st.m], vs.media[st.c]
+		if mm == nil || cm == nil || mm.deleting || cm.deleting || cm.parent != st.m || mm.refs != 1 {
+			*st = mergeState{} // the media changed meanwhile: look again
+		}
+	}
+	if st.m == 0 {
+		m, c, ok := s.mergeCandidate()
+		if !ok {
+			vs.mu.RUnlock()
+			return false, nil
+		}
+		*st = mergeState{m: m, c: c}
+	}
+	// What anyone can see of M: blocks below the largest limit a chain
+	// puts on M's link (C's own limit, cut further by the sizes of the
+	// volumes that read through C).
+	var bound uint64
+	for _, vol := range vs.byID {
+		for _, l := range vol.st.Load().chain {
+			if l.medium == st.m {
+				bound = max(bound, l.limit)
+			}
+		}
+	}
+	vs.mu.RUnlock()
+
+	// 1. Copy a batch of M's entries that C shows through.
+	type ent struct {
+		b uint64
+		e mapEntry
+	}
+	var batch []ent
+	err := s.scanMap(st.m, st.next, ^uint64(0), func(b uint64, e mapEntry) error {
+		if len(batch) == mediaDeleteBlocks {
+			return errStop
+		}
+		batch = append(batch, ent{b, e})
+		return nil
+	})
+	if err != nil && err != errStop {
+		return false, err
+	}
+	if len(batch) > 0 {
+		lo, hi := batch[0].b, batch[len(batch)-1].b+1
+		has := map[uint64]bool{}
+		if err := s.scanMap(st.c, lo, hi, func(b uint64, _ mapEntry) error { has[b] = true; return nil }); err != nil {
+			return false, err
+		}
+		fb := s.newFlushBatch()
+		for _, x := range batch {
+			if x.b >= bound || has[x.b] {
+				continue // C does not show M here
+			}
+			if x.e.kind == entryData {
+				if err := fb.ref(&x.e.fp, 1); err != nil {
+					return false, err
+				}
+			}
+			if err := fb.setEntry(st.c, x.b, mapEntry{}, false, x.e); err != nil {
+				return false, err
+			}
+		}
+		if len(fb.maps) > 0 {
+			if err := fb.commit(); err != nil {
+				return false, err
+			}
+		}
+		st.next = hi
+		if len(batch) == mediaDeleteBlocks {
+			return true, nil
+		}
+	}
+
+	// 2. Re-parent C and release M (if nothing changed meanwhile: C may
+	// have been eradicated; what was copied into it stays valid either way).
+	vs.mu.Lock()
+	mm, cm := vs.media[st.m], vs.media[st.c]
+	if mm == nil || cm == nil || mm.deleting || cm.deleting || cm.parent != st.m || mm.refs != 1 {
+		vs.mu.Unlock()
+		*st = mergeState{}
+		return true, nil
+	}
+	parent := mm.parent
+	cm.parent = parent
+	cm.limit = min(cm.limit, mm.limit)
+	recs := map[uint64][]byte{st.c: cm.encode()}
+	if pm := vs.media[parent]; parent != 0 && pm != nil {
+		pm.refs++ // C's reference; M's is dropped when M is deleted
+		recs[parent] = pm.encode()
+	}
+	mm.refs = 0
+	mm.deleting = true
+	recs[st.m] = mm.encode()
+	for _, vol := range vs.byID {
+		vs.refreshChain(vol)
+	}
+	vs.mu.Unlock()
+	fb := s.newFlushBatch()
+	fb.extra = func(b *pebble.Batch) {
+		for id, r := range recs {
+			_ = b.Set(u64Key(pfxMedium, id), r, nil)
+		}
+	}
+	if err := fb.commit(); err != nil {
+		return false, err
+	}
+	s.merges.Add(1)
+	*st = mergeState{}
+	return true, nil
+}
