@@ -105,3 +105,43 @@ func TestReadsNeverTorn(t *testing.T) {
 	}
 	t.Logf("%d writes, %d reads, %d reads redone", writes.Load(), reads.Load(), s.stats.rereads.Load())
 }
+
+// Writes elsewhere in the volume do not make multi-block reads redo their
+// work: only writes to the regions a read covers count.
+func TestRereadsOnlyOnOverlap(t *testing.T) {
+	s := newTestStore(t, vfs.NewMem())
+	info, _ := s.CreateVolume("far", 4<<20)
+	v, _ := s.Volume(info.ID)
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var writes atomic.Int64
+	wg.Go(func() {
+		buf := make([]byte, 64<<10)
+		for k := byte(0); ; k++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			buf[0] = k
+			if err := v.Write(ctx, buf, 0); err != nil { // blocks 0-15: region 0
+				t.Error(err)
+				return
+			}
+			writes.Add(1)
+		}
+	})
+	got := make([]byte, 64<<10)
+	for i := 0; i < 2000 || writes.Load() < 20; i++ {
+		// blocks 32-47: region 2, another bucket
+		if err := v.Read(ctx, got, 32*sectorsPerBlock); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if n := s.stats.rereads.Load(); n != 0 {
+		t.Fatalf("%d reads redone for writes to another region", n)
+	}
+}

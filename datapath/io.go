@@ -258,9 +258,9 @@ const readRetries = 3
 //
 // A write is one NVRAM record that enters the pending index under one lock,
 // so a read of one block sees all of it or none of it. A read of several
-// blocks looks them up one after another; if a write was added for the
-// volume's medium meanwhile, it may have seen part of it, and it reads
-// again. After readRetries such collisions it takes v.mu exclusively (new
+// blocks looks them up one after another; if a write to its region of the
+// volume's medium was added meanwhile, it may have seen part of it, and it
+// reads again. After readRetries such collisions it takes v.mu exclusively (new
 // writes wait; those under way finish first) and reads once more.
 func (v *Volume) read(ctx context.Context, p []byte, sector uint64, held bool) error {
 	t0 := time.Now()
@@ -277,6 +277,7 @@ func (v *Volume) read(ctx context.Context, p []byte, sector uint64, held bool) e
 		return err
 	}
 	multi := sector%sectorsPerBlock+n > sectorsPerBlock
+	fb, lb := sector/sectorsPerBlock, (sector+n-1)/sectorsPerBlock
 	for attempt := 0; ; attempt++ {
 		if !multi || held {
 			err = v.readOnce(st, p, sector, n)
@@ -289,8 +290,8 @@ func (v *Volume) read(ctx context.Context, p []byte, sector uint64, held bool) e
 			v.mu.Unlock()
 			break
 		}
-		adds := s.pend.addCount(st.chain[0].medium)
-		if err = v.readOnce(st, p, sector, n); err != nil || s.pend.addCount(st.chain[0].medium) == adds {
+		adds := s.pend.addCount(st.chain[0].medium, fb, lb)
+		if err = v.readOnce(st, p, sector, n); err != nil || s.pend.addCount(st.chain[0].medium, fb, lb) == adds {
 			break
 		}
 		s.stats.rereads.Add(1)

@@ -81,20 +81,66 @@ type pending struct {
 	queue []*pop
 	cond  *sync.Cond // signalled when bytes drop (writers wait on mu's write side)
 	pools payloadPools
-	// adds counts the ops added per medium (never reset): a read of several
-	// blocks that saw the count change may have seen part of a write.
-	adds map[uint64]uint64
+	// adds counts the ops added per medium and region (never reset): a read
+	// of several blocks that saw the count of a region it covers change may
+	// have seen part of a write. Regions are addRegionBlocks blocks, folded
+	// onto addBuckets counters per medium.
+	adds map[uint64]*[addBuckets]uint64
 }
 
-// addCount is how many ops were ever added for medium.
-func (p *pending) addCount(medium uint64) uint64 {
+const (
+	addRegionBlocks = 16 // 64 KiB
+	addBuckets      = 64
+)
+
+// addCount sums the counts of ops added for medium over the regions of
+// blocks [first, last]: it changes when an op touching them was added.
+func (p *pending) addCount(medium, first, last uint64) uint64 {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.adds[medium]
+	c := p.adds[medium]
+	if c == nil {
+		return 0
+	}
+	return sumRegions(c, first, last)
+}
+
+func sumRegions(c *[addBuckets]uint64, first, last uint64) uint64 {
+	r0, r1 := first/addRegionBlocks, last/addRegionBlocks
+	var sum uint64
+	if r1-r0+1 >= addBuckets {
+		for _, v := range c {
+			sum += v
+		}
+		return sum
+	}
+	for r := r0; r <= r1; r++ {
+		sum += c[r%addBuckets]
+	}
+	return sum
+}
+
+// countAdd bumps the counters of the regions of blocks [first, last].
+func (p *pending) countAdd(medium, first, last uint64) {
+	c := p.adds[medium]
+	if c == nil {
+		c = new([addBuckets]uint64)
+		p.adds[medium] = c
+	}
+	r0, r1 := first/addRegionBlocks, last/addRegionBlocks
+	if r1-r0+1 >= addBuckets {
+		for i := range c {
+			c[i]++
+		}
+		return
+	}
+	for r := r0; r <= r1; r++ {
+		c[r%addBuckets]++
+	}
 }
 
 func newPending() *pending {
-	p := &pending{media: make(map[uint64]*pmedium), adds: make(map[uint64]uint64)}
+	p := &pending{media: make(map[uint64]*pmedium), adds: make(map[uint64]*[addBuckets]uint64)}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -102,13 +148,13 @@ func newPending() *pending {
 func (p *pending) add(medium uint64, o *pop, size int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.adds[medium]++
 	m := p.media[medium]
 	if m == nil {
 		m = &pmedium{blocks: make(map[uint64][]*pop)}
 		p.media[medium] = m
 	}
 	first, last := o.sector/sectorsPerBlock, (o.end()-1)/sectorsPerBlock
+	p.countAdd(medium, first, last)
 	if o.isRange() {
 		m.ranges = append(m.ranges, o)
 	} else {
