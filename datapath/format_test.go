@@ -50,8 +50,15 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Add(byte(3), segmentRec{}.encode())
 	f.Add(byte(4), encodeSummary([]sumEntry{{off: 1}}))
 	f.Add(byte(5), append(appendRecordHeader(nil, opWriteSame, 1, 2, 3), make([]byte, SectorSize)...))
+	f.Add(byte(6), encodeU64s(3, 5))
 	f.Fuzz(func(t *testing.T, which byte, v []byte) {
-		switch which % 6 {
+		switch which % 7 {
+		case 6: // control values ("rebuild" has any number of them)
+			if len(v) > 0 {
+				if u, err := decodeU64s(v, (len(v)-1)/8); err == nil && !bytes.Equal(encodeU64s(u...), v) {
+					t.Fatalf("control value does not re-encode")
+				}
+			}
 		case 0:
 			if e, err := decodeMapEntry(v); err == nil && !bytes.Equal(e.encode(), v) {
 				t.Fatalf("map entry does not re-encode")

@@ -44,6 +44,8 @@ package datapath
 //	"space"       live unique blocks (8), their stored bytes (8)
 //	"keyrot"      unix nanoseconds of the last key rotation (8)
 //	"keyset"      hex SHA-256 of the usable SSDs' ids at the last rotation
+//	"rebuild"     SSD slots admitted and not yet fully rebuilt (8 each; absent
+//	              when none; see rebuild.go)
 //
 // A block is 4 KiB; a block number is the byte offset divided by 4096 within a
 // medium. Every change to the map, the dedup index, the segment table and the
