@@ -453,14 +453,6 @@ func (s *Store) flusher() {
 		if err := s.deleteMedia(); err != nil {
 			s.failFlush(err)
 		}
-		for i := 0; i < 4 && !held; i++ { // a few merge batches per pass
-			if did, err := s.mergeMedia(); err != nil {
-				s.failFlush(err)
-				break
-			} else if !did {
-				break
-			}
-		}
 		if !held && (s.pend.bytesNow() == 0 || s.seg.lowOnSpace()) {
 			if err := s.gcOnce(s.seg.lowOnSpace()); err != nil {
 				s.failFlush(err)

@@ -342,11 +342,9 @@ type Store struct {
 	cancel      context.CancelFunc
 	stopC       chan struct{} // closed by Close: the flusher drains and exits
 	replayed    int
-	spaceLow    bool       // flusher only: the space.low alert is open
-	hostLow     bool       // flusher only: the host.space alert is open
-	gcIdleAt    time.Time  // flusher only: last paced idle GC pass
-	merge       mergeState // flusher only: the media merge in progress
-	merges      atomic.Int64
+	spaceLow    bool        // flusher only: the space.low alert is open
+	hostLow     bool        // flusher only: the host.space alert is open
+	gcIdleAt    time.Time   // flusher only: last paced idle GC pass
 	hostFull    atomic.Bool // SSD writes failed with ENOSPC; writes are refused until a flush succeeds
 	hostFullTry time.Time   // flusher only: last flush attempt while hostFull
 	hostCheckAt time.Time   // flusher only: last host space check
