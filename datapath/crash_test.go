@@ -186,6 +186,7 @@ func crashOnce(t *testing.T, seed uint64) uint64 {
 		t.Fatal(err)
 	}
 	checkSpace(t, s2)
+	checkRefs(t, s2)
 	return gcSegments
 }
 

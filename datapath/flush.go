@@ -328,6 +328,10 @@ func (fb *flushBatch) commit() error {
 	if fb.extra != nil {
 		fb.extra(b)
 	}
+	// Readers must not cache what they look up while the dedup entries
+	// change (locCache.seq); the cache gets the batch's values below.
+	s.cache.beginCommit()
+	defer s.cache.endCommit()
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("metadata commit: %w", err)
 	}

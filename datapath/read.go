@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/pierrec/lz4/v4"
@@ -43,6 +44,7 @@ func (s *Store) lookupLoc(fp *FP) (location, bool, error) {
 	if l, ok := s.cache.get(fp); ok {
 		return l, true, nil
 	}
+	seq0 := s.cache.seq.Load()
 	var k [33]byte
 	k[0] = pfxDedup
 	copy(k[1:], fp[:])
@@ -58,7 +60,7 @@ func (s *Store) lookupLoc(fp *FP) (location, bool, error) {
 	if err != nil {
 		return location{}, false, err
 	}
-	s.cache.put(fp, l)
+	s.cache.putIfCurrent(fp, l, seq0)
 	return l, true, nil
 }
 
@@ -190,6 +192,34 @@ func (s *Store) openBlock(loc location, buf, out []byte) error {
 type locCache struct {
 	shards [64]locShard
 	per    int
+	// seq orders readers' insertions against commits, like a seqlock: it
+	// is odd while a metadata commit that changes dedup entries is under
+	// way (from before the Pebble commit until the cache has the batch's
+	// values) and grows with every commit. A reader that looked an entry up
+	// in Pebble inserts it only if seq was even when it started and has not
+	// changed since; otherwise its value may be older than the commit's,
+	// and inserting it after the commit's own update would leave a stale
+	// location or reference count in the cache (reference counts the
+	// flusher then builds on).
+	seq atomic.Uint64
+}
+
+// beginCommit and endCommit bracket a commit that changes dedup entries.
+func (c *locCache) beginCommit() { c.seq.Add(1) }
+func (c *locCache) endCommit()   { c.seq.Add(1) }
+
+// putIfCurrent inserts a value a reader looked up after reading seq0, if no
+// commit began since.
+func (c *locCache) putIfCurrent(fp *FP, l location, seq0 uint64) {
+	if seq0&1 != 0 {
+		return
+	}
+	sh := c.shard(fp)
+	sh.mu.Lock()
+	if c.seq.Load() == seq0 {
+		c.insertLocked(sh, fp, l)
+	}
+	sh.mu.Unlock()
 }
 
 type locShard struct {
@@ -218,6 +248,11 @@ func (c *locCache) get(fp *FP) (location, bool) {
 func (c *locCache) put(fp *FP, l location) {
 	sh := c.shard(fp)
 	sh.mu.Lock()
+	c.insertLocked(sh, fp, l)
+	sh.mu.Unlock()
+}
+
+func (c *locCache) insertLocked(sh *locShard, fp *FP, l location) {
 	if len(sh.m) >= c.per {
 		if _, ok := sh.m[*fp]; !ok {
 			for k := range sh.m { // evict an arbitrary entry
@@ -227,7 +262,6 @@ func (c *locCache) put(fp *FP, l location) {
 		}
 	}
 	sh.m[*fp] = l
-	sh.mu.Unlock()
 }
 
 func (c *locCache) del(fp *FP) {

@@ -55,16 +55,16 @@ type Space struct {
 
 // VolumeSpace is one volume's share.
 type VolumeSpace struct {
-	ID            uint64
-	Name          string
-	Size          int64
-	Written       int64 // bytes of blocks the volume shows
-	Unique        int64 // stored bytes only this volume references
+	ID      uint64
+	Name    string
+	Size    int64
+	Written int64 // bytes of blocks the volume shows
+	Unique  int64 // stored bytes only this volume references
 	// Snapshots: stored bytes that only this volume's frozen media hold,
 	// for blocks the volume has overwritten since (what its snapshots keep
 	// alive). Blocks of snapshots whose volume is gone, or of media shared
 	// with a copy, count in the array's Snapshots only.
-	Snapshots int64
+	Snapshots     int64
 	DataReduction float64
 }
 
