@@ -50,19 +50,20 @@ type ddChange struct {
 
 // flushBatch collects one atomic metadata change.
 type flushBatch struct {
-	s        *Store
-	maps     map[mkey]mapEntry // kind 0 = delete the entry
-	dd       map[FP]*ddChange
-	mapped   map[uint64]int64 // medium -> change in mapped blocks
-	segLive  map[uint64][2]int64
-	freed    []uint64
-	pk       packer
-	ckpt     *nvram.Position
-	mediaDel []uint64
-	extra    func(b *pebble.Batch) // job-specific writes (volume records)
-	after    []func()              // run after a successful commit
-	prev     *flushBatch           // the batch committing while this one is prepared
-	size     int64                 // pending payload bytes this batch covers
+	s         *Store
+	maps      map[mkey]mapEntry // kind 0 = delete the entry
+	dd        map[FP]*ddChange
+	mapped    map[uint64]int64 // medium -> change in mapped blocks
+	segLive   map[uint64][2]int64
+	freed     []uint64
+	pk        packer
+	ckpt      *nvram.Position
+	mediaDel  []uint64
+	mediaRecs []uint64              // media whose records the commit rewrites from memory (a parent released by deleteMedia)
+	extra     func(b *pebble.Batch) // job-specific writes (volume records)
+	after     []func()              // run after a successful commit
+	prev      *flushBatch           // the batch committing while this one is prepared
+	size      int64                 // pending payload bytes this batch covers
 }
 
 func (s *Store) newFlushBatch() *flushBatch {
@@ -294,9 +295,15 @@ func (fb *flushBatch) commit() error {
 		}
 		_ = b.Set(u64Key(pfxSegment, id), r.encode(), nil)
 	}
-	// Media.
+	// Media. Their records are encoded from the in-memory state and
+	// committed with vs.mu held throughout, as every other writer of medium
+	// records (snapshot, copy, eradicate, resize) does: otherwise one
+	// could commit a record encoded before another's change after that
+	// change was committed, and a reference count or parent would go back
+	// on disk (and count at the next boot).
 	vs := s.vols
 	vs.mu.Lock()
+	written := map[uint64]bool{}
 	for m, d := range fb.mapped {
 		ms := vs.media[m]
 		if ms == nil {
@@ -310,11 +317,17 @@ func (fb *flushBatch) commit() error {
 		rec := ms.mediumRec
 		rec.mapped = uint64(nm)
 		_ = b.Set(u64Key(pfxMedium, m), rec.encode(), nil)
+		written[m] = true
 	}
-	vs.mu.Unlock()
+	for _, m := range fb.mediaRecs {
+		if ms := vs.media[m]; ms != nil && !written[m] {
+			_ = b.Set(u64Key(pfxMedium, m), ms.mediumRec.encode(), nil)
+		}
+	}
 	if uniq != 0 || stored != 0 {
 		v, err := s.getControl("space", 2)
 		if err != nil {
+			vs.mu.Unlock()
 			return err
 		}
 		_ = b.Set(controlKey("space"), encodeU64s(uint64(int64(v[0])+uniq), uint64(int64(v[1])+stored)), nil)
@@ -333,17 +346,10 @@ func (fb *flushBatch) commit() error {
 	s.cache.beginCommit()
 	defer s.cache.endCommit()
 	if err := b.Commit(pebble.Sync); err != nil {
+		vs.mu.Unlock()
 		return fmt.Errorf("metadata commit: %w", err)
 	}
 	// In-memory state follows the commit.
-	sa.mu.Lock()
-	for id, r := range newRecs {
-		if cur := sa.segs[id]; cur != nil && !freed[id] {
-			*cur = r
-		}
-	}
-	sa.mu.Unlock()
-	vs.mu.Lock()
 	for m, d := range fb.mapped {
 		if ms := vs.media[m]; ms != nil {
 			ms.mapped = uint64(int64(ms.mapped) + d)
@@ -353,6 +359,13 @@ func (fb *flushBatch) commit() error {
 		delete(vs.media, m)
 	}
 	vs.mu.Unlock()
+	sa.mu.Lock()
+	for id, r := range newRecs {
+		if cur := sa.segs[id]; cur != nil && !freed[id] {
+			*cur = r
+		}
+	}
+	sa.mu.Unlock()
 	for _, u := range upd {
 		if u.del {
 			s.cache.del(&u.fp)

@@ -267,18 +267,14 @@ func (s *Store) deleteMedia() error {
 			parent := ms.parent
 			fb.mediaDel = append(fb.mediaDel, victim)
 			delete(fb.mapped, victim)
-			var parentRec []byte
 			if pm := s.vols.media[parent]; parent != 0 && pm != nil {
 				pm.refs--
 				if pm.refs == 0 {
 					pm.deleting = true
 				}
-				parentRec = pm.encode()
+				fb.mediaRecs = append(fb.mediaRecs, parent) // encoded at commit time
 			}
 			s.vols.mu.Unlock()
-			if parentRec != nil {
-				fb.extra = func(b *pebble.Batch) { _ = b.Set(u64Key(pfxMedium, parent), parentRec, nil) }
-			}
 		}
 		if err := fb.commit(); err != nil {
 			return err
