@@ -320,29 +320,17 @@ func (a *Array) CertificateRequest(name string, o *CertOptions) (string, error) 
 // must match its private key. A chain (more than one certificate) or a CA
 // certificate is refused.
 func (a *Array) ImportCertificate(name string, pemText []byte) (CertInfo, error) {
-	var ders [][]byte
-	rest := pemText
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return CertInfo{}, fmt.Errorf("%w: PEM block %q", ErrNotPEM, b.Type)
-		}
-		ders = append(ders, b.Bytes)
-	}
-	if len(ders) == 0 {
-		return CertInfo{}, ErrNotPEM
-	}
-	if len(ders) > 1 {
-		return CertInfo{}, ErrCertIntermediate
-	}
-	c, err := x509.ParseCertificate(ders[0])
+	certs, _, err := pemCertificates(pemText)
 	if err != nil {
 		return CertInfo{}, fmt.Errorf("%w: %v", ErrNotPEM, err)
 	}
+	if len(certs) == 0 {
+		return CertInfo{}, ErrNotPEM
+	}
+	if len(certs) > 1 {
+		return CertInfo{}, ErrCertIntermediate
+	}
+	c := certs[0]
 	if c.IsCA {
 		return CertInfo{}, ErrCertIntermediate
 	}
@@ -359,7 +347,7 @@ func (a *Array) ImportCertificate(name string, pemText []byte) (CertInfo, error)
 	if !publicKeysEqual(key.Public(), c.PublicKey) {
 		return CertInfo{}, ErrCertMismatch
 	}
-	rec.Cert, rec.Status = ders[0], CertImported
+	rec.Cert, rec.Status = c.Raw, CertImported
 	if err := a.store.ObjectUpdate(map[string][]byte{certKey(name): mustJSON(rec)}, nil); err != nil {
 		return CertInfo{}, err
 	}
@@ -372,6 +360,30 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 		return k.Equal(b)
 	}
 	return false
+}
+
+// pemCertificates parses the CERTIFICATE blocks of a PEM text, in order,
+// and returns them with the text after the last block (trimmed). Any other
+// block type, or a block that does not parse, is an error; callers bound
+// the text's size and the count, and wrap the error in their own sentinel.
+func pemCertificates(pemText []byte) (certs []*x509.Certificate, trailing string, err error) {
+	rest := pemText
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, "", fmt.Errorf("PEM block %q", b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, "", err
+		}
+		certs = append(certs, c)
+	}
+	return certs, strings.TrimSpace(string(rest)), nil
 }
 
 // DeleteCertificate deletes a certificate; inUse, when set, names what uses

@@ -23,11 +23,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"vfa/keys"
@@ -137,32 +135,20 @@ func ParseCA(pemText []byte) (*x509.CertPool, error) {
 	if len(pemText) > kmipCABytesMax {
 		return nil, fmt.Errorf("%w: %d bytes (at most %d)", ErrBadCA, len(pemText), kmipCABytesMax)
 	}
-	p := x509.NewCertPool()
-	n := 0
-	rest := pemText
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%w: PEM block %q", ErrBadCA, b.Type)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrBadCA, err)
-		}
-		if n++; n > kmipCACertsMax {
-			return nil, fmt.Errorf("%w: more than %d certificates", ErrBadCA, kmipCACertsMax)
-		}
-		p.AddCert(c)
-	}
-	if strings.TrimSpace(string(rest)) != "" && n > 0 {
+	certs, trailing, err := pemCertificates(pemText)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrBadCA, err)
+	case len(certs) == 0:
+		return nil, ErrBadCA
+	case len(certs) > kmipCACertsMax:
+		return nil, fmt.Errorf("%w: more than %d certificates", ErrBadCA, kmipCACertsMax)
+	case trailing != "":
 		return nil, fmt.Errorf("%w: text after the last certificate", ErrBadCA)
 	}
-	if n == 0 {
-		return nil, ErrBadCA
+	p := x509.NewCertPool()
+	for _, c := range certs {
+		p.AddCert(c)
 	}
 	return p, nil
 }

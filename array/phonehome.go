@@ -36,7 +36,6 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -177,30 +176,15 @@ func ParsePhoneHomeCA(pemText string) ([]*x509.Certificate, error) {
 	if len(pemText) > phoneHomeCAMax {
 		return nil, fmt.Errorf("%w: CA certificate PEM of %d bytes (limit %d)", ErrInvalid, len(pemText), phoneHomeCAMax)
 	}
-	var out []*x509.Certificate
-	rest := []byte(pemText)
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%w: PEM block %q", ErrNotPEM, b.Type)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNotPEM, err)
-		}
-		if len(out) == phoneHomeCACertsMax {
-			return nil, fmt.Errorf("%w: more than %d CA certificates", ErrInvalid, phoneHomeCACertsMax)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
+	out, trailing, err := pemCertificates([]byte(pemText))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v", ErrNotPEM, err)
+	case len(out) > phoneHomeCACertsMax:
+		return nil, fmt.Errorf("%w: more than %d CA certificates", ErrInvalid, phoneHomeCACertsMax)
+	case len(out) == 0:
 		return nil, ErrNotPEM
-	}
-	if strings.TrimSpace(string(rest)) != "" {
+	case trailing != "":
 		return nil, fmt.Errorf("%w: text after the last certificate", ErrNotPEM)
 	}
 	return out, nil
