@@ -2,8 +2,6 @@ package datapath
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -181,11 +179,7 @@ func (s *Store) eraseLocked() error {
 	_ = b.Set(controlKey("checkpoint"), encodeU64s(cp[0], 0, 0), nil)
 	_ = b.Set(controlKey("space"), encodeU64s(0, 0), nil)
 	_ = b.Set(controlKey("keyrot"), encodeU64s(uint64(o.Now().UnixNano())), nil)
-	h := sha256.New()
-	for i := 0; i < o.SSDs; i++ {
-		h.Write(ids[i][:])
-	}
-	_ = b.Set(controlKey("keyset"), []byte(hex.EncodeToString(h.Sum(nil))), nil)
+	_ = b.Set(controlKey("keyset"), []byte(deviceSetDigestOf(ids[:o.SSDs])), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		b.Close()
 		return fmt.Errorf("metadata: %w", err)

@@ -219,11 +219,7 @@ func Create(o Options, c CreateOptions) error {
 	_ = b.Set(controlKey("ids"), encodeU64s(1, 1), nil)
 	_ = b.Set(controlKey("space"), encodeU64s(0, 0), nil)
 	_ = b.Set(controlKey("keyrot"), encodeU64s(uint64(o.Now().UnixNano())), nil)
-	h := sha256.New()
-	for i := 0; i < o.SSDs; i++ {
-		h.Write(ids[i][:])
-	}
-	_ = b.Set(controlKey("keyset"), []byte(hex.EncodeToString(h.Sum(nil))), nil)
+	_ = b.Set(controlKey("keyset"), []byte(deviceSetDigestOf(ids[:o.SSDs])), nil)
 	if err := b.Commit(pebble.Sync); err != nil {
 		db.Close()
 		return err
@@ -662,13 +658,21 @@ func (s *Store) deviceSetDigest() string {
 }
 
 func (s *Store) deviceSetDigestLocked() string {
-	h := sha256.New()
+	ids := make([][16]byte, len(s.devs))
 	for i, d := range s.devs {
 		if d != nil && d.Failed() == nil {
-			h.Write(s.sbs[i].DeviceID[:])
-		} else {
-			h.Write(make([]byte, 16))
-		}
+			ids[i] = s.sbs[i].DeviceID
+		} // else the zero id: missing or failed
+	}
+	return deviceSetDigestOf(ids)
+}
+
+// deviceSetDigestOf is the control value "keyset": hex SHA-256 of the SSD
+// ids in slot order (zero for a slot without a usable device).
+func deviceSetDigestOf(ids [][16]byte) string {
+	h := sha256.New()
+	for _, id := range ids {
+		h.Write(id[:])
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
