@@ -361,7 +361,24 @@ func hostSetattr(e *env, p *parsed) error {
 	return nil
 }
 
-func hostConnect(e *env, p *parsed) error {
+func hostConnect(e *env, p *parsed) error      { return connectCmd(e, p, false) }
+func hostDisconnect(e *env, p *parsed) error   { return disconnectCmd(e, p, false) }
+func hgroupConnect(e *env, p *parsed) error    { return connectCmd(e, p, true) }
+func hgroupDisconnect(e *env, p *parsed) error { return disconnectCmd(e, p, true) }
+
+// targetName resolves the host (or, with group, host group) a connect or
+// disconnect command names.
+func (e *env) targetName(name string, group bool) (string, error) {
+	if group {
+		g, err := e.hgroup(name)
+		return g.Name, err
+	}
+	h, err := e.host(name)
+	return h.Name, err
+}
+
+// connectCmd is purehost/purehgroup connect --vol VOL [--lun N] NAME.
+func connectCmd(e *env, p *parsed, group bool) error {
 	if !p.has("vol") {
 		return usagef("--vol is required")
 	}
@@ -372,22 +389,23 @@ func hostConnect(e *env, p *parsed) error {
 			return err
 		}
 	}
-	h, err := e.host(p.args[0])
+	name, err := e.targetName(p.args[0], group)
 	if err != nil {
 		return err
 	}
-	return e.connect([]string{p.val("vol")}, h.Name, false, lun)
+	return e.connect([]string{p.val("vol")}, name, group, lun)
 }
 
-func hostDisconnect(e *env, p *parsed) error {
+// disconnectCmd is purehost/purehgroup disconnect --vol VOL NAME.
+func disconnectCmd(e *env, p *parsed, group bool) error {
 	if !p.has("vol") {
 		return usagef("--vol is required")
 	}
-	h, err := e.host(p.args[0])
+	name, err := e.targetName(p.args[0], group)
 	if err != nil {
 		return err
 	}
-	return e.disconnect([]string{p.val("vol")}, h.Name, false)
+	return e.disconnect([]string{p.val("vol")}, name, group)
 }
 
 func hostDelete(e *env, p *parsed) error {
@@ -638,35 +656,6 @@ func hgroupList(e *env, p *parsed) error {
 	}
 	e.print(t)
 	return nil
-}
-
-func hgroupConnect(e *env, p *parsed) error {
-	if !p.has("vol") {
-		return usagef("--vol is required")
-	}
-	lun := 0
-	if p.has("lun") {
-		var err error
-		if lun, err = parseLUN(p.val("lun")); err != nil {
-			return err
-		}
-	}
-	g, err := e.hgroup(p.args[0])
-	if err != nil {
-		return err
-	}
-	return e.connect([]string{p.val("vol")}, g.Name, true, lun)
-}
-
-func hgroupDisconnect(e *env, p *parsed) error {
-	if !p.has("vol") {
-		return usagef("--vol is required")
-	}
-	g, err := e.hgroup(p.args[0])
-	if err != nil {
-		return err
-	}
-	return e.disconnect([]string{p.val("vol")}, g.Name, true)
 }
 
 func hgroupDelete(e *env, p *parsed) error {
